@@ -1,0 +1,986 @@
+// Kernels of the dense OPT decoder (io.dejavu.engine.cuda.CudaEngine). Weights and most activations are fp16, the
+// residual stream is fp32, every dot product accumulates in fp32. Each kernel's comment gives the bytes and FLOPs it
+// must move so that a profile can be read against the floor: at batch 1 only the GEMVs' weight reads matter.
+//
+// Shapes: T tokens in a forward pass, h hidden, f ffn width, V vocabulary, H heads of width d, S sequences.
+// KV cache: per layer two pools [block][head][BLOCK_TOKENS][d] fp16; a token's slot = block * BLOCK_TOKENS + offset.
+#include <cuda_fp16.h>
+#include <mma.h>
+#include <stdint.h>
+
+#define BLOCK_TOKENS 16
+
+// Programmatic dependent launch (sm_90): the engine launches every kernel allowed to start while its predecessor
+// drains; each kernel waits here for its predecessor's completion (and memory) before touching activations, and at
+// once lets its own successor be scheduled. The wait comes first in every kernel, before any early exit, so that
+// completion stays transitive along the stream. The GEMVs issue their first weight loads before waiting.
+__device__ __forceinline__ void pdl_wait_and_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Epilogue shared by the GEMV and the GEMM: v = acc (+ bias[n]) (relu) (+ residual[m][n]), stored as fp32 or fp16,
+// or, for the fused QKV projection (kCache != null), columns [0,h) go to outF16 (the queries) and [h,3h) into the
+// paged K and V caches at slots[m]. Passed by value; io.dejavu.engine.cuda.Epilogue writes the same layout.
+struct Epilogue {
+    const half* bias;       // [N] or null
+    const float* residual;  // [M][ld] or null; may alias outF32
+    float* outF32;          // [M][ld] or null
+    half* outF16;           // [M][ld] or null
+    half* kCache;           // this layer's K pool, or null
+    half* vCache;
+    const int* slots;       // [M] cache slot of each token (-1: padding, not stored)
+    int ld;
+    int relu;
+    int heads;
+    int headDim;
+    int hidden;
+    int pad;
+};
+
+__device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int n, float v) {
+    if (e.bias) v += __half2float(e.bias[n]);
+    if (e.relu) v = fmaxf(v, 0.f);
+    if (e.kCache) {
+        if (n < e.hidden) { e.outF16[(size_t)m * e.ld + n] = __float2half_rn(v); return; }
+        int slot = e.slots[m];
+        if (slot < 0) return;
+        int which = n / e.hidden, w = n - which * e.hidden;
+        int head = w / e.headDim, d = w - head * e.headDim;
+        size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
+                * e.headDim + d;
+        (which == 1 ? e.kCache : e.vCache)[idx] = __float2half_rn(v);
+        return;
+    }
+    size_t at = (size_t)m * e.ld + n;
+    if (e.residual) v += e.residual[at];
+    if (e.outF32) e.outF32[at] = v;
+    else e.outF16[at] = __float2half_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float block_sum(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = lane < warps ? scratch[lane] : 0.f;
+    return warp_sum(r);
+}
+
+__device__ float block_max(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = lane < warps ? scratch[lane] : -INFINITY;
+    return warp_max(r);
+}
+
+// Four consecutive inputs (16-byte aligned for fp32, 8-byte for fp16) as floats.
+__device__ __forceinline__ void load4(const float* p, float* v) {
+    float4 f = *reinterpret_cast<const float4*>(p);
+    v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+}
+__device__ __forceinline__ void load4(const half* p, float* v) {
+    uint2 u = *reinterpret_cast<const uint2*>(p);
+    float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x)), b = __half22float2(*reinterpret_cast<half2*>(&u.y));
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+}
+
+// Weights are read once per step: bypass L1 so the activations that are reused stay there.
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float dot8(uint4 w, uint4 x) {
+    const half2* a = reinterpret_cast<const half2*>(&w);
+    const half2* b = reinterpret_cast<const half2*>(&x);
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 fa = __half22float2(a[i]), fb = __half22float2(b[i]);
+        s = fmaf(fa.x, fb.x, s);
+        s = fmaf(fa.y, fb.y, s);
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Embedding: x[t] = tokens' row (+ the position's row). Moves T*h*(2+2) bytes in, T*h*4 out; no FLOPs to speak of.
+extern "C" __global__ void embed_f32(const int* __restrict__ tokens, const int* __restrict__ positions,
+                                     const half* __restrict__ tokenTable, const half* __restrict__ positionTable,
+                                     float* __restrict__ x, int width) {
+    pdl_wait_and_release();
+    int t = blockIdx.x;
+    const half* te = tokenTable + (size_t)tokens[t] * width;
+    const half* pe = positionTable ? positionTable + (size_t)(positions[t] + 2) * width : nullptr;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = __half2float(te[i]);
+        if (pe) v += __half2float(pe[i]);
+        x[(size_t)t * width + i] = v;
+    }
+}
+
+// The token rows alone, fp16, for models whose embedding width differs from hidden (project_in follows).
+extern "C" __global__ void embed_f16(const int* __restrict__ tokens, const half* __restrict__ tokenTable,
+                                     half* __restrict__ out, int width) {
+    pdl_wait_and_release();
+    int t = blockIdx.x;
+    const half* te = tokenTable + (size_t)tokens[t] * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) out[(size_t)t * width + i] = te[i];
+}
+
+extern "C" __global__ void add_positions(float* __restrict__ x, const int* __restrict__ positions,
+                                         const half* __restrict__ positionTable, int width) {
+    pdl_wait_and_release();
+    int t = blockIdx.x;
+    const half* pe = positionTable + (size_t)(positions[t] + 2) * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) x[(size_t)t * width + i] += __half2float(pe[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// LayerNorm of fp32 rows (two passes over the row, fp32 statistics): reads T*h*4 (twice, the second from L1),
+// writes T*h*4 or T*h*2; ~8 FLOPs per element. gamma/beta null = no affine. In place when out == x (fp32).
+template <typename TOut>
+__device__ void layer_norm_row(const float* __restrict__ x, TOut* out, const half* gamma, const half* beta,
+                               int width) {
+    __shared__ float scratch[32];
+    int t = blockIdx.x;
+    const float* row = x + (size_t)t * width;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) s += row[i];
+    float mean = block_sum(s, scratch) / width;
+    float q = 0.f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) { float d = row[i] - mean; q += d * d; }
+    float rstd = rsqrtf(block_sum(q, scratch) / width + 1e-5f);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = (row[i] - mean) * rstd;
+        if (gamma) v = v * __half2float(gamma[i]) + __half2float(beta[i]);
+        if constexpr (sizeof(TOut) == 4) out[(size_t)t * width + i] = v;
+        else out[(size_t)t * width + i] = __float2half_rn(v);
+    }
+}
+
+extern "C" __global__ void layer_norm_f32(const float* x, float* out, const half* gamma, const half* beta,
+                                          int width) {
+    pdl_wait_and_release();
+    layer_norm_row<float>(x, out, gamma, beta, width);
+}
+
+extern "C" __global__ void layer_norm_f16(const float* __restrict__ x, half* __restrict__ out, const half* gamma,
+                                          const half* beta, int width) {
+    pdl_wait_and_release();
+    layer_norm_row<half>(x, out, gamma, beta, width);
+}
+
+extern "C" __global__ void convert_f32_f16(const float* __restrict__ x, half* __restrict__ out, long n) {
+    pdl_wait_and_release();
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(x[i]);
+}
+
+// rows[r] = x[index[r]]: picks the tokens whose logits are wanted.
+extern "C" __global__ void gather_rows_f32(const float* __restrict__ x, const int* __restrict__ index,
+                                           float* __restrict__ out, int width) {
+    pdl_wait_and_release();
+    int r = blockIdx.x;
+    const float* src = x + (size_t)index[r] * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) out[(size_t)r * width + i] = src[i];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decode GEMV / small-batch GEMM: out[m][n] = epilogue(sum_k x[m][k] * W[row(n)][k]) for up to MT tokens per block.
+// Moves N*K*2 bytes of weights once (the floor at batch 1: nothing else is comparable), plus M*K*(2|4) of input per
+// block from L2; 2*M*N*K FLOPs in fp32 FMA. Each warp owns R output rows; each lane reads 16 bytes of a row per load
+// and keeps UNROLL*R loads in flight; the tokens' inputs are staged (optionally LayerNorm'ed, fp32 statistics) as
+// fp16 in shared memory, in chunks of kChunk columns. rowIndex (null = dense) gathers weight rows: the sparse MLP
+// stores only the selected fc1 rows / fc2 columns (transposed) and passes their indices here.
+#define GEMV_WARPS 8
+
+template <typename TIn, int MT, int R, int U>
+__device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, const int* __restrict__ rowIndex,
+                     int M, int N, int K, int kChunk, const half* lnGamma, const half* lnBeta, int layerNorm,
+                     const Epilogue& e) {
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    half* xs = reinterpret_cast<half*>(smemRaw);
+    __shared__ float mean[MT], rstd[MT];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int m0 = blockIdx.y * MT;
+    const int mCount = min(MT, M - m0);
+
+    const int rowBase = (blockIdx.x * GEMV_WARPS + warp) * R;
+    const half* wRow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = min(rowBase + r, N - 1);
+        wRow[r] = W + (size_t)(rowIndex ? rowIndex[n] : n) * K;
+    }
+    // Weights stream in steps of 256*U columns per warp, the next step's loads issued before the current step's
+    // math; the first step's loads go out before the prologue so that their latency hides it.
+    auto loadWeights = [&](uint4 (&w)[U][R], const half* const (&rows)[R], int kb, bool valid) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int kk = kb + 256 * u + lane * 8;
+                w[u][r] = valid && kk < K ? load_stream(rows[r] + kk) : make_uint4(0, 0, 0, 0);
+            }
+    };
+    uint4 wCur[U][R];
+    loadWeights(wCur, wRow, 0, true);
+    pdl_wait_and_release();
+
+    if (layerNorm) {  // row statistics, two passes, all threads over 4-element pieces
+        __shared__ float red[GEMV_WARPS][MT];
+        float part[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            part[m] = 0.f;
+            if (m < mCount)
+                for (int k = threadIdx.x * 4; k < K; k += blockDim.x * 4) {
+                    float v[4];
+                    load4(x + (size_t)(m0 + m) * K + k, v);
+                    part[m] += (v[0] + v[1]) + (v[2] + v[3]);
+                }
+            part[m] = warp_sum(part[m]);
+            if (lane == 0) red[warp][m] = part[m];
+        }
+        __syncthreads();
+        if (threadIdx.x < MT) {
+            float t = 0.f;
+            for (int w = 0; w < GEMV_WARPS; w++) t += red[w][threadIdx.x];
+            mean[threadIdx.x] = t / K;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            part[m] = 0.f;
+            if (m < mCount)
+                for (int k = threadIdx.x * 4; k < K; k += blockDim.x * 4) {
+                    float v[4];
+                    load4(x + (size_t)(m0 + m) * K + k, v);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) { float d = v[j] - mean[m]; part[m] += d * d; }
+                }
+            part[m] = warp_sum(part[m]);
+            if (lane == 0) red[warp][m] = part[m];
+        }
+        __syncthreads();
+        if (threadIdx.x < MT) {
+            float t = 0.f;
+            for (int w = 0; w < GEMV_WARPS; w++) t += red[w][threadIdx.x];
+            rstd[threadIdx.x] = rsqrtf(t / K + 1e-5f);
+        }
+        __syncthreads();
+    }
+
+    auto stage = [&](int k0, int kLen) {  // inputs [k0, k0 + kLen) of the block's tokens into xs, LayerNorm'ed
+        const int quads = kLen >> 2;
+        for (int i = threadIdx.x; i < MT * quads; i += blockDim.x) {
+            int m = i / quads, k = (i - m * quads) * 4;
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+            if (m < mCount) {
+                load4(x + (size_t)(m0 + m) * K + k0 + k, v);
+                if (layerNorm) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        v[j] = (v[j] - mean[m]) * rstd[m];
+                        if (lnGamma) v[j] = v[j] * __half2float(lnGamma[k0 + k + j]) + __half2float(lnBeta[k0 + k + j]);
+                    }
+                }
+            }
+            half2 lo = __floats2half2_rn(v[0], v[1]), hi = __floats2half2_rn(v[2], v[3]);
+            uint2 packed;
+            packed.x = *reinterpret_cast<unsigned*>(&lo);
+            packed.y = *reinterpret_cast<unsigned*>(&hi);
+            *reinterpret_cast<uint2*>(xs + m * kChunk + k) = packed;
+        }
+    };
+    auto multiply = [&](float (&acc)[R][MT], const uint4 (&w)[U][R], int kb, int k0, int kEnd) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int kk = kb + 256 * u + lane * 8;
+            if (kk < kEnd) {
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    uint4 xv = *reinterpret_cast<const uint4*>(xs + m * kChunk + kk - k0);
+#pragma unroll
+                    for (int r = 0; r < R; r++) acc[r][m] += dot8(w[u][r], xv);
+                }
+            }
+        }
+    };
+    auto store = [&](float (&acc)[R][MT], int base) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int n = base + r;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                float v = warp_sum(acc[r][m]);
+                if (lane == (m & 31) && n < N && m < mCount) epilogue_store(e, m0 + m, n, v);
+            }
+        }
+    };
+
+    if (kChunk >= K) {
+        // All of K fits in shared memory: stage (and normalise) the inputs once, then stream row groups
+        // blockIdx.x, +gridDim.x, ... (the host sizes the grid to the blocks that fit at once), loading the next
+        // group's first weights while the current group finishes.
+        stage(0, K);
+        __syncthreads();
+        const int groups = (N + GEMV_WARPS * R - 1) / (GEMV_WARPS * R);
+        int base = rowBase;
+        for (int g = blockIdx.x; g < groups; g += gridDim.x) {
+            const int gn = g + gridDim.x;
+            const half* nextRow[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int n = min((min(gn, groups - 1) * GEMV_WARPS + warp) * R + r, N - 1);
+                nextRow[r] = W + (size_t)(rowIndex ? rowIndex[n] : n) * K;
+            }
+            float acc[R][MT];
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int m = 0; m < MT; m++) acc[r][m] = 0.f;
+            for (int kb = 0; kb < K; kb += 256 * U) {
+                uint4 wNext[U][R];
+                if (kb + 256 * U >= K) loadWeights(wNext, nextRow, 0, gn < groups);
+                else loadWeights(wNext, wRow, kb + 256 * U, true);
+                multiply(acc, wCur, kb, 0, K);
+#pragma unroll
+                for (int u = 0; u < U; u++)
+#pragma unroll
+                    for (int r = 0; r < R; r++) wCur[u][r] = wNext[u][r];
+            }
+            store(acc, base);
+#pragma unroll
+            for (int r = 0; r < R; r++) wRow[r] = nextRow[r];
+            base = (gn * GEMV_WARPS + warp) * R;
+        }
+        return;
+    }
+
+    float acc[R][MT];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int m = 0; m < MT; m++) acc[r][m] = 0.f;
+
+    for (int k0 = 0; k0 < K; k0 += kChunk) {
+        const int kLen = min(kChunk, K - k0);
+        stage(k0, kLen);
+        __syncthreads();
+        for (int kb = k0; kb < k0 + kLen; kb += 256 * U) {  // kChunk is a multiple of 256*U (host)
+            uint4 wNext[U][R];
+            loadWeights(wNext, wRow, kb + 256 * U, true);
+            multiply(acc, wCur, kb, k0, k0 + kLen);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++) wCur[u][r] = wNext[u][r];
+        }
+        __syncthreads();
+    }
+    store(acc, rowBase);
+}
+
+#define GEMV_KERNEL(NAME, TIN, MT, R, U, MIN_BLOCKS)                                                                \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, MIN_BLOCKS)                                      \
+    NAME(const TIN* x, const half* W, const int* rowIndex, int M, int N, int K, int kChunk, const half* lnGamma,    \
+         const half* lnBeta, int layerNorm, Epilogue e) {                                                          \
+        gemv<TIN, MT, R, U>(x, W, rowIndex, M, N, K, kChunk, lnGamma, lnBeta, layerNorm, e);                           \
+    }
+// Unroll U = 4 (four 16-byte loads in flight per lane, the next four issued before the math); at one or two tokens
+// registers capped so that 4 blocks (32 warps) share a multiprocessor.
+GEMV_KERNEL(gemv_f32_m1, float, 1, 1, 4, 4)
+GEMV_KERNEL(gemv_f32_m2, float, 2, 1, 4, 4)
+GEMV_KERNEL(gemv_f32_m4, float, 4, 2, 4, 1)
+GEMV_KERNEL(gemv_f32_m8, float, 8, 2, 4, 1)
+GEMV_KERNEL(gemv_f32_m16, float, 16, 2, 4, 1)
+GEMV_KERNEL(gemv_f16_m1, half, 1, 1, 4, 4)
+GEMV_KERNEL(gemv_f16_m2, half, 2, 1, 4, 4)
+GEMV_KERNEL(gemv_f16_m4, half, 4, 2, 4, 1)
+GEMV_KERNEL(gemv_f16_m8, half, 8, 2, 4, 1)
+GEMV_KERNEL(gemv_f16_m16, half, 16, 2, 4, 1)
+
+// Small-batch GEMM on tensor cores for 3..16 tokens (batched decode): the same weight stream as the GEMV, but the
+// products run as mma.m16n8k16 (fp16 in, fp32 accumulate), so 16 tokens cost little more than one. A block owns 16
+// weight rows, each of its 8 warps an eighth of K; each lane loads 16 contiguous bytes of two rows and of the tokens' inputs per 32
+// columns. Because a dot product may sum its terms in any order, the columns inside each 32-wide step are permuted
+// so that these contiguous loads are already the mma's register fragments (A and B permuted alike). Moves N*K*2
+// bytes of weights, 2*M*N*K FLOPs. K % 32 == 0; input fp16 [M][K].
+__device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                         unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+#define MMAV_STEPS 4
+#define MMAV_SPLITS 8
+extern "C" __global__ void __launch_bounds__(256)
+gemv_mma(const half* __restrict__ x, const half* __restrict__ W, const int* __restrict__ rowIndex, int M, int N,
+         int K, Epilogue e) {
+    pdl_wait_and_release();
+    __shared__ float red[MMAV_SPLITS - 1][32][8];
+    const int split = threadIdx.x >> 5, lane = threadIdx.x & 31;  // each warp: one K-split of the block's 16 rows
+    const int group = lane >> 2, tig = lane & 3;
+    const int n0 = blockIdx.x * 16;
+    const int r0 = min(n0 + group, N - 1), r1 = min(n0 + group + 8, N - 1);
+    const half* w0 = W + (size_t)(rowIndex ? rowIndex[r0] : r0) * K + tig * 8;
+    const half* w1 = W + (size_t)(rowIndex ? rowIndex[r1] : r1) * K + tig * 8;
+    const bool tok0 = group < M, tok1 = group + 8 < M;
+    const half* x0 = x + (size_t)(tok0 ? group : 0) * K + tig * 8;
+    const half* x1 = x + (size_t)(tok1 ? group + 8 : 0) * K + tig * 8;
+    const int steps = K / 32, per = (steps + MMAV_SPLITS - 1) / MMAV_SPLITS;
+    const int s0 = split * per, s1 = min(steps, s0 + per);
+    float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int s = s0; s < s1; s += MMAV_STEPS) {
+        uint4 a[MMAV_STEPS][2], b[MMAV_STEPS][2];
+#pragma unroll
+        for (int i = 0; i < MMAV_STEPS; i++) {
+            bool ok = s + i < s1;
+            int k = (s + i) * 32;
+            a[i][0] = ok ? load_stream(w0 + k) : zero;
+            a[i][1] = ok ? load_stream(w1 + k) : zero;
+            b[i][0] = ok && tok0 ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : zero;
+            b[i][1] = ok && tok1 ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : zero;
+        }
+#pragma unroll
+        for (int i = 0; i < MMAV_STEPS; i++) {
+#pragma unroll
+            for (int g = 0; g < 2; g++) {
+                mma16816(acc[g], a[i][0].x, a[i][1].x, a[i][0].y, a[i][1].y, b[i][g].x, b[i][g].y);
+                mma16816(acc[g], a[i][0].z, a[i][1].z, a[i][0].w, a[i][1].w, b[i][g].z, b[i][g].w);
+            }
+        }
+    }
+    if (split > 0) {
+#pragma unroll
+        for (int g = 0; g < 2; g++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) red[split - 1][lane][g * 4 + j] = acc[g][j];
+    }
+    __syncthreads();
+    if (split == 0) {
+#pragma unroll
+        for (int g = 0; g < 2; g++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float v = acc[g][j];
+                for (int o = 0; o < MMAV_SPLITS - 1; o++) v += red[o][lane][g * 4 + j];
+                int row = n0 + group + (j >= 2 ? 8 : 0);
+                int token = g * 8 + tig * 2 + (j & 1);
+                if (row < N && token < M) epilogue_store(e, token, row, v);
+            }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prefill GEMM on tensor cores (wmma 16x16x16, fp32 accumulate): C[M][N] = A[M][K] * W[N][K]^T through the same
+// epilogue. Block tile 128x128, K tile 64, a 3-stage cp.async pipeline (dynamic shared memory, GEMM_SHARED_BYTES),
+// 8 warps of 64x32. Moves N*K*2 bytes of weights per 128 rows of A plus M*K*2 of A per 128 columns; 2*M*N*K FLOPs.
+// K must be a multiple of 8 (zero-filled tails).
+#define GM_BM 128
+#define GM_BN 128
+#define GM_BK 64
+#define GM_LD (GM_BK + 8)
+#define GM_STAGES 3
+#define GEMM_SHARED_BYTES (GM_STAGES * (GM_BM + GM_BN) * GM_LD * 2)
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int size = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(size));
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+gemm_f16(const half* __restrict__ A, const half* __restrict__ W, const int* __restrict__ rowIndex, int M, int N,
+         int K, Epilogue e) {
+    pdl_wait_and_release();
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char gmRaw[];
+    half* smem = reinterpret_cast<half*>(gmRaw);
+    half* As = smem;
+    half* Bs = smem + GM_STAGES * GM_BM * GM_LD;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int bm = blockIdx.y * GM_BM, bn = blockIdx.x * GM_BN;
+    const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
+
+    auto load_tile = [&](int buf, int k0) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            int chunk = tid + c * 256;  // 1024 chunks of 8 halfs per operand tile
+            int row = chunk >> 3, col = (chunk & 7) * 8;
+            int m = bm + row, n = bn + row, k = k0 + col;
+            bool kOk = k < K;
+            const half* a = A + (size_t)min(m, M - 1) * K + (kOk ? k : 0);
+            int wr = min(n, N - 1);
+            const half* b = W + (size_t)(rowIndex ? rowIndex[wr] : wr) * K + (kOk ? k : 0);
+            cp_async16(As + (buf * GM_BM + row) * GM_LD + col, a, kOk && m < M);
+            cp_async16(Bs + (buf * GM_BN + row) * GM_LD + col, b, kOk && n < N);
+        }
+    };
+
+    const int tiles = (K + GM_BK - 1) / GM_BK;
+#pragma unroll
+    for (int st = 0; st < GM_STAGES - 1; st++) {
+        if (st < tiles) load_tile(st, st * GM_BK);
+        asm volatile("cp.async.commit_group;");
+    }
+    for (int t = 0; t < tiles; t++) {
+        asm volatile("cp.async.wait_group %0;" ::"n"(GM_STAGES - 2));
+        __syncthreads();  // tile t is in; every warp is done with the buffer refilled next
+        int next = t + GM_STAGES - 1;
+        if (next < tiles) load_tile(next % GM_STAGES, next * GM_BK);
+        asm volatile("cp.async.commit_group;");
+        int buf = t % GM_STAGES;
+#pragma unroll
+        for (int kk = 0; kk < GM_BK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> b[2];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                wmma::load_matrix_sync(a[i], As + (buf * GM_BM + wm + i * 16) * GM_LD + kk, GM_LD);
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+                wmma::load_matrix_sync(b[j], Bs + (buf * GM_BN + wn + j * 16) * GM_LD + kk, GM_LD);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+    }
+    asm volatile("cp.async.wait_group 0;");
+    __syncthreads();
+
+    // Each warp passes its fragments through a 16x16 fp32 tile in (now free) shared memory to the epilogue.
+    float* stage = reinterpret_cast<float*>(smem) + warp * 256;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            wmma::store_matrix_sync(stage, acc[i][j], 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int q = lane; q < 256; q += 32) {
+                int m = bm + wm + i * 16 + (q >> 4), n = bn + wn + j * 16 + (q & 15);
+                if (m < M && n < N) epilogue_store(e, m, n, stage[q]);
+            }
+            __syncwarp();
+        }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention of T query tokens over the paged KV cache: query t of sequence querySeq[t] attends to the first
+// queryCtx[t] cached positions (causal: its own position + 1). grid (H, T, splits); split s covers positions
+// [s*partition, (s+1)*partition). Reads ctx*d*2*2 bytes of K/V per (query, head), ~4*ctx*d FLOPs. Scores: one thread
+// per position (VEC-wide loads along the head); output: threads split into groups of d/VEC that walk interleaved
+// positions, then add up in shared memory. With splits > 1 each split writes unnormalised partial outputs and
+// (max, sum), and the last split to finish merges them (merge_splits); else the output directly. OPT scales q by d^-0.5 after the bias.
+#define ATT_THREADS 128
+
+template <int VEC> struct Vec;
+template <> struct Vec<8> { using T = uint4; };
+template <> struct Vec<2> { using T = unsigned; };
+
+template <int VEC>
+__device__ __forceinline__ void unpack(typename Vec<VEC>::T raw, float* out) {
+    const half2* h = reinterpret_cast<const half2*>(&raw);
+#pragma unroll
+    for (int i = 0; i < VEC / 2; i++) { float2 f = __half22float2(h[i]); out[2 * i] = f.x; out[2 * i + 1] = f.y; }
+}
+
+// The last split of a (query, head) to finish merges all splits' partial outputs (no second kernel): each split
+// publishes its partials, then counts itself in; the one that completes the count merges and resets the counter.
+__device__ void merge_splits(const float* partialOut, const float* partialMaxSum, int* counters, half* out, int t,
+                             int head, int heads, int headDim, int splits) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* counter = counters + (size_t)t * heads + head;
+        last = atomicAdd(counter, 1) == splits - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const size_t base = ((size_t)t * heads + head) * splits;
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldcg(partialMaxSum + 2 * (base + s)));
+    for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
+        float o = 0.f, sum = 0.f;
+        for (int s = 0; s < splits; s++) {
+            float m = __ldcg(partialMaxSum + 2 * (base + s));
+            if (m == -INFINITY) continue;
+            float w = __expf(m - mx);
+            o += w * __ldcg(partialOut + (base + s) * headDim + d);
+            sum += w * __ldcg(partialMaxSum + 2 * (base + s) + 1);
+        }
+        out[(size_t)t * heads * headDim + head * headDim + d] = __float2half_rn(o / sum);
+    }
+}
+
+template <int VEC>
+__device__ void attention_impl(const half* __restrict__ q, int ldq, const half* __restrict__ kCache,
+                               const half* __restrict__ vCache, const int* __restrict__ blockTables, int maxBlocks,
+                               const int* __restrict__ querySeq, const int* __restrict__ queryCtx,
+                               half* __restrict__ out, float* __restrict__ partialOut,
+                               float* __restrict__ partialMaxSum, int* __restrict__ counters, int heads, int headDim,
+                               float scale, int partition) {
+    pdl_wait_and_release();
+    using V = typename Vec<VEC>::T;
+    extern __shared__ float att[];  // [headDim] query, [partition] scores, [ATT_THREADS * VEC] reduction
+    float* qs = att;
+    float* scores = att + headDim;
+    float* red = scores + partition;
+    __shared__ float scratch[32];
+    const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int tid = threadIdx.x;
+    const int ctx = queryCtx[t];
+    const int start = split * partition;
+    const int end = min(ctx, start + partition);
+    const size_t partialAt = ((size_t)t * heads + head) * splits + split;
+    if (start >= end) {  // only with splits > 1: an empty split, which still counts towards the merge
+        if (tid == 0) { partialMaxSum[2 * partialAt] = -INFINITY; partialMaxSum[2 * partialAt + 1] = 0.f; }
+        merge_splits(partialOut, partialMaxSum, counters, out, t, head, heads, headDim, splits);
+        return;
+    }
+    const int* table = blockTables + (size_t)querySeq[t] * maxBlocks;
+    for (int d = tid; d < headDim; d += ATT_THREADS)
+        qs[d] = __half2float(q[(size_t)t * ldq + head * headDim + d]) * scale;
+    __syncthreads();
+
+    float mx = -INFINITY;
+    for (int p = start + tid; p < end; p += ATT_THREADS) {
+        const V* k = reinterpret_cast<const V*>(
+                kCache + (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * headDim);
+        float s = 0.f;
+#pragma unroll 4
+        for (int c = 0; c < headDim / VEC; c++) {
+            float kv[VEC];
+            unpack<VEC>(k[c], kv);
+#pragma unroll
+            for (int j = 0; j < VEC; j++) s = fmaf(qs[c * VEC + j], kv[j], s);
+        }
+        scores[p - start] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = block_max(mx, scratch);  // its barriers also publish scores[]
+    const int n = end - start;
+    float sum = 0.f;
+    for (int i = tid; i < n; i += ATT_THREADS) { float e = __expf(scores[i] - mx); scores[i] = e; sum += e; }
+    sum = block_sum(sum, scratch);
+
+    const int chunks = headDim / VEC, groups = ATT_THREADS / chunks;
+    const int c = tid % chunks, g = tid / chunks;
+    float o[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; j++) o[j] = 0.f;
+    if (g < groups) {
+#pragma unroll 4
+        for (int p = start + g; p < end; p += groups) {
+            const V* v = reinterpret_cast<const V*>(
+                    vCache + (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * headDim);
+            float vv[VEC];
+            unpack<VEC>(v[c], vv);
+            float w = scores[p - start];
+#pragma unroll
+            for (int j = 0; j < VEC; j++) o[j] = fmaf(w, vv[j], o[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < VEC; j++) red[g * headDim + c * VEC + j] = o[j];
+    }
+    __syncthreads();
+    for (int d = tid; d < headDim; d += ATT_THREADS) {
+        float r = 0.f;
+        for (int j = 0; j < groups; j++) r += red[j * headDim + d];
+        if (splits == 1) out[(size_t)t * heads * headDim + head * headDim + d] = __float2half_rn(r / sum);
+        else partialOut[partialAt * headDim + d] = r;
+    }
+    if (splits > 1) {
+        if (tid == 0) { partialMaxSum[2 * partialAt] = mx; partialMaxSum[2 * partialAt + 1] = sum; }
+        merge_splits(partialOut, partialMaxSum, counters, out, t, head, heads, headDim, splits);
+    }
+}
+
+#define ATTENTION_KERNEL(NAME, VEC)                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                      \
+    NAME(const half* q, int ldq, const half* kCache, const half* vCache, const int* blockTables, int maxBlocks,     \
+         const int* querySeq, const int* queryCtx, half* out, float* partialOut, float* partialMaxSum,             \
+         int* counters, int heads, int headDim, float scale, int partition) {                                      \
+        attention_impl<VEC>(q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq, queryCtx, out, partialOut,   \
+                            partialMaxSum, counters, heads, headDim, scale, partition);                            \
+    }
+ATTENTION_KERNEL(attention_v8, 8)
+ATTENTION_KERNEL(attention_v2, 2)
+
+// Prefill attention, tiled (flash-attention style, wmma 16x16x16, fp32 softmax): one block per (head, tile of up to
+// 64 consecutive query tokens of one sequence); K/V tiles of 64 positions pass through shared memory once per query
+// tile instead of once per query. tiles[4*i] = {first token, tokens, sequence, position of the first}. Reads
+// ctx*d*2*2 bytes of K/V per (query tile, head); 4*d FLOPs per (query, key) pair on tensor cores. headDim % 16 == 0,
+// <= 128. Shared memory: Q, K, V tiles fp16, S fp32, P fp16, O fp32.
+#define FA_TILE 64
+extern "C" __global__ void __launch_bounds__(128)
+attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ kCache, const half* __restrict__ vCache,
+                  const int* __restrict__ blockTables, int maxBlocks, const int* __restrict__ tiles,
+                  half* __restrict__ out, int heads, int headDim, float scale) {
+    pdl_wait_and_release();
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char faRaw[];
+    // rows padded (fp16 by 8, fp32 by 4) so that the tiles' rows do not all start in the same shared memory bank
+    const int d = headDim, ld = d + 8, lo = d + 4;
+    constexpr int LP = FA_TILE + 8, LS = FA_TILE + 4;
+    half* Qs = reinterpret_cast<half*>(faRaw);
+    half* Ks = Qs + FA_TILE * ld;
+    half* Vs = Ks + FA_TILE * ld;
+    half* Ps = Vs + FA_TILE * ld;
+    float* Ss = reinterpret_cast<float*>(Ps + FA_TILE * LP);
+    float* Os = Ss + FA_TILE * LS;
+    __shared__ float rowMax[FA_TILE], rowSum[FA_TILE];
+    const int head = blockIdx.x, tile = blockIdx.y;
+    const int first = tiles[4 * tile], count = tiles[4 * tile + 1], seq = tiles[4 * tile + 2], pos0 = tiles[4 * tile + 3];
+    const int* table = blockTables + (size_t)seq * maxBlocks;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int chunks = d / 8;
+
+    for (int i = tid; i < FA_TILE * chunks; i += 128) {
+        int r = i / chunks, c = i - r * chunks;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < count) {
+            v = *reinterpret_cast<const uint4*>(q + (size_t)(first + r) * ldq + head * d + c * 8);
+            half2* h2 = reinterpret_cast<half2*>(&v);
+#pragma unroll
+            for (int j = 0; j < 4; j++) h2[j] = __float22half2_rn(make_float2(__low2float(h2[j]) * scale, __high2float(h2[j]) * scale));
+        }
+        *reinterpret_cast<uint4*>(Qs + r * ld + c * 8) = v;
+    }
+    for (int i = tid; i < FA_TILE * lo; i += 128) Os[i] = 0.f;
+    if (tid < FA_TILE) { rowMax[tid] = -INFINITY; rowSum[tid] = 0.f; }
+
+    const int keys = pos0 + count;  // the last query sees positions [0, keys)
+    for (int k0 = 0; k0 < keys; k0 += FA_TILE) {
+        __syncthreads();  // the previous tile's K/V are no longer read
+        for (int i = tid; i < FA_TILE * chunks; i += 128) {
+            int r = i / chunks, c = i - r * chunks, p = k0 + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (p < keys) {
+                size_t at = (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * d + c * 8;
+                kv = *reinterpret_cast<const uint4*>(kCache + at);
+                vv = *reinterpret_cast<const uint4*>(vCache + at);
+            }
+            *reinterpret_cast<uint4*>(Ks + r * ld + c * 8) = kv;
+            *reinterpret_cast<uint4*>(Vs + r * ld + c * 8) = vv;
+        }
+        __syncthreads();
+        // S = Q K^T for this warp's 16 query rows
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sAcc[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) wmma::fill_fragment(sAcc[j], 0.f);
+        for (int kk = 0; kk < d; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
+            wmma::load_matrix_sync(a, Qs + warp * 16 * ld + kk, ld);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> b;
+                wmma::load_matrix_sync(b, Ks + j * 16 * ld + kk, ld);
+                wmma::mma_sync(sAcc[j], a, b, sAcc[j]);
+            }
+        }
+        float* S = Ss + warp * 16 * LS;
+#pragma unroll
+        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(S + j * 16, sAcc[j], LS, wmma::mem_row_major);
+        __syncwarp();
+        // online softmax: two lanes per row, 32 columns each
+        {
+            int row = lane >> 1, local = warp * 16 + row, c0 = (lane & 1) * 32;
+            int qpos = pos0 + local;
+            bool live = local < count;
+            float mx = -INFINITY;
+            for (int c = c0; c < c0 + 32; c++) {
+                int p = k0 + c;
+                if (live && p <= qpos) mx = fmaxf(mx, S[row * LS + c]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            float old = rowMax[local];
+            float mNew = fmaxf(old, mx);
+            float alpha = mNew == -INFINITY ? 1.f : __expf(old - mNew);
+            float sum = 0.f;
+            for (int c = c0; c < c0 + 32; c++) {
+                int p = k0 + c;
+                float e = (live && p <= qpos && mNew != -INFINITY) ? __expf(S[row * LS + c] - mNew) : 0.f;
+                Ps[local * LP + c] = __float2half_rn(e);
+                sum += e;
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            for (int c = (lane & 1) * (d / 2); c < (lane & 1 ? d : d / 2); c++) Os[local * lo + c] *= alpha;
+            __syncwarp();
+            if ((lane & 1) == 0) { rowMax[local] = mNew; rowSum[local] = rowSum[local] * alpha + sum; }
+        }
+        __syncwarp();
+        // O += P V
+        for (int dt = 0; dt < d; dt += 16) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            wmma::load_matrix_sync(o, Os + warp * 16 * lo + dt, lo, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < FA_TILE; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::row_major> b;
+                wmma::load_matrix_sync(a, Ps + warp * 16 * LP + kk, LP);
+                wmma::load_matrix_sync(b, Vs + kk * ld + dt, ld);
+                wmma::mma_sync(o, a, b, o);
+            }
+            wmma::store_matrix_sync(Os + warp * 16 * lo + dt, o, lo, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int i = tid; i < count * d; i += 128) {
+        int r = i / d, c = i - r * d;
+        out[(size_t)(first + r) * heads * d + head * d + c] = __float2half_rn(Os[r * lo + c] / rowSum[r]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Next token per row of logits [rows][V] on the GPU, so only one int per sequence crosses the bus. choice[r] =
+// {temperature, topP, topK (as float), seed low 32 bits as float bits}. temperature 0 = argmax (lowest index on
+// ties). Otherwise: keep the topK largest logits (0 = all) and, of those, the smallest set whose probability reaches
+// topP (thresholds found by bisection: each step one pass over the row), then draw by Gumbel-max among the kept,
+// which samples exactly the renormalised distribution. Reads the row ~70 times from L2 when sampling, once when greedy.
+__device__ __forceinline__ float uniform01(unsigned seed, unsigned i) {
+    unsigned h = seed * 0x9E3779B1u ^ (i + 0x7F4A7C15u) * 0x85EBCA77u;
+    h ^= h >> 16; h *= 0x7FEB352Du; h ^= h >> 15; h *= 0x846CA68Bu; h ^= h >> 16;
+    return ((h >> 8) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+extern "C" __global__ void __launch_bounds__(1024)
+next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ choice, int* __restrict__ ids) {
+    pdl_wait_and_release();
+    __shared__ float scratch[32];
+    __shared__ float bestV[32];
+    __shared__ int bestI[32];
+    const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float* row = logits + (size_t)r * V;
+    const float temperature = choice[4 * r], topP = choice[4 * r + 1];
+    const int topK = (int)choice[4 * r + 2];
+    const unsigned seed = __float_as_uint(choice[4 * r + 3]);
+    const bool greedy = temperature <= 0.f;
+
+    float mx = -INFINITY;
+    for (int i = tid; i < V; i += blockDim.x) mx = fmaxf(mx, row[i]);
+    mx = block_max(mx, scratch);
+
+    float kThreshold = -INFINITY, pThreshold = 0.f;
+    if (!greedy && topK > 0 && topK < V) {
+        // count(l >= lo) >= topK holds from the start (lo = the minimum); find the largest such threshold
+        float mn = INFINITY;
+        for (int i = tid; i < V; i += blockDim.x) mn = fminf(mn, row[i]);
+        float lo = -block_max(-mn, scratch), hi = mx;
+        for (int it = 0; it < 40; it++) {
+            float mid = 0.5f * (lo + hi);
+            float c = 0.f;
+            for (int i = tid; i < V; i += blockDim.x) c += row[i] >= mid ? 1.f : 0.f;
+            if (block_sum(c, scratch) >= topK) lo = mid; else hi = mid;
+        }
+        kThreshold = lo;
+    }
+    if (!greedy && topP < 1.f) {
+        float z = 0.f;
+        for (int i = tid; i < V; i += blockDim.x)
+            if (row[i] >= kThreshold) z += __expf((row[i] - mx) / temperature);
+        z = block_sum(z, scratch);
+        float lo = 0.f, hi = 1.f;  // probabilities relative to the largest (which is 1)
+        for (int it = 0; it < 30; it++) {
+            float mid = 0.5f * (lo + hi);
+            float s = 0.f;
+            for (int i = tid; i < V; i += blockDim.x) {
+                float p = __expf((row[i] - mx) / temperature);
+                if (row[i] >= kThreshold && p >= mid) s += p;
+            }
+            if (block_sum(s, scratch) >= topP * z) lo = mid; else hi = mid;
+        }
+        pThreshold = lo;
+    }
+
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = tid; i < V; i += blockDim.x) {
+        float l = row[i], key;
+        if (greedy) key = l;
+        else {
+            float lp = (l - mx) / temperature;
+            if (l < kThreshold || __expf(lp) < pThreshold) continue;
+            key = lp - __logf(-__logf(uniform01(seed, i)));
+        }
+        if (key > best || (key == best && i < bi)) { best = key; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+    }
+    if (lane == 0) { bestV[warp] = best; bestI[warp] = bi; }
+    __syncthreads();
+    if (warp == 0) {
+        int warps = blockDim.x >> 5;
+        best = lane < warps ? bestV[lane] : -INFINITY;
+        bi = lane < warps ? bestI[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+        }
+        if (lane == 0) ids[r] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Benchmark support: deterministic pseudo-random fp16 weights made on the GPU (uniform in [-scale, scale]), a
+// constant fill (LayerNorm gamma = 1), and a 16-byte copy to measure the bandwidth the floor is computed from.
+extern "C" __global__ void fill_random_f16(half* __restrict__ out, long n, unsigned seed, float scale) {
+    pdl_wait_and_release();
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = __float2half_rn((2.f * uniform01(seed, (unsigned)i ^ (unsigned)(i >> 32) * 0x27d4eb2du) - 1.f) * scale);
+}
+
+extern "C" __global__ void fill_f16(half* __restrict__ out, long n, float value) {
+    pdl_wait_and_release();
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(value);
+}
+
+extern "C" __global__ void copy16(const uint4* __restrict__ src, uint4* __restrict__ dst, long n) {
+    pdl_wait_and_release();
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}

@@ -1,0 +1,59 @@
+package io.dejavu.engine;
+
+import io.dejavu.model.OptConfig;
+
+import java.util.List;
+
+/**
+ * Runs the OPT forward pass for a batch of sequences of different lengths. The CPU and CUDA backends implement it;
+ * the scheduler and the CLI see only this. Not thread-safe: one thread owns an engine.
+ */
+public interface Engine extends AutoCloseable {
+    OptConfig config();
+
+    /** The backend's name as configuration spells it: "cpu" or "cuda". */
+    String backend();
+
+    /** A new empty sequence. */
+    Sequence newSequence();
+
+    /**
+     * Appends each step's tokens to its sequence's KV cache in one batched pass and returns, per step in order, the
+     * logits (config().vocabSize() wide) of its last token, or of all its tokens when the step asks.
+     */
+    List<float[][]> forward(List<Step> steps);
+
+    /** Whether steps may ask for sparse execution ({@link Step#sparse()}): sparsity predictors are in place. */
+    default boolean sparseAvailable() {
+        return false;
+    }
+
+    /**
+     * What the last {@link #forward} computed of its sparse steps' tokens, per layer; null when it ran no step
+     * sparse (or the engine has no sparse path).
+     */
+    default StepSparsity lastStepSparsity() {
+        return null;
+    }
+
+    /**
+     * Runs {@link #forward} for steps that each want only their last token's logits and picks each step's next token
+     * by its {@link TokenChoice}. Backends that can pick on the device override this so that only one int per step,
+     * not the logits, comes back; this default picks on the host.
+     */
+    default int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
+        if (choices.size() != steps.size()) {
+            throw new IllegalArgumentException(steps.size() + " steps but " + choices.size() + " token choices");
+        }
+        List<float[][]> logits = forward(steps);
+        int[] next = new int[steps.size()];
+        for (int i = 0; i < next.length; i++) {
+            if (steps.get(i).allLogits()) throw new IllegalArgumentException("nextTokens takes last-token steps");
+            next[i] = choices.get(i).pick(logits.get(i)[0], steps.get(i).sequence().length() - 1);
+        }
+        return next;
+    }
+
+    @Override
+    void close();
+}

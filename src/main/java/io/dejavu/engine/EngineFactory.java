@@ -1,0 +1,55 @@
+package io.dejavu.engine;
+
+import io.dejavu.engine.cpu.CpuEngine;
+import io.dejavu.engine.cuda.CudaEngine;
+import io.dejavu.model.OptModel;
+
+/** Makes the engine the backend setting asks for: cpu, cuda, or auto (cuda when it is available, else cpu). */
+public final class EngineFactory {
+    private EngineFactory() {
+    }
+
+    /**
+     * The backend to use: cpu or cuda as asked, or for auto cuda when available, else cpu.
+     *
+     * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
+     */
+    public static String resolve(String backend) {
+        String missing = backend.equals("cpu") ? null : cudaMissingReason();
+        return switch (backend) {
+            case "cpu" -> "cpu";
+            case "cuda" -> {
+                if (missing != null) {
+                    throw new IllegalStateException("backend cuda is not available here: " + missing
+                            + "; use --backend cpu or auto");
+                }
+                yield "cuda";
+            }
+            case "auto" -> missing == null ? "cuda" : "cpu";
+            default -> throw new IllegalArgumentException("unknown backend " + backend + " (cpu, cuda or auto)");
+        };
+    }
+
+    /** What "auto" chose and why, for the start-up log. */
+    public static String describe(String backend) {
+        String resolved = resolve(backend);
+        if (!backend.equals("auto")) return resolved;
+        return resolved.equals("cuda") ? "cuda (auto)" : "cpu (auto: " + cudaMissingReason() + ")";
+    }
+
+    /**
+     * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
+     */
+    public static Engine create(String backend, OptModel model) {
+        return switch (resolve(backend)) {
+            case "cpu" -> new CpuEngine(model);
+            case "cuda" -> CudaEngine.load(model, CudaEngine.Options.defaults());
+            default -> throw new IllegalStateException("unreachable: " + backend);
+        };
+    }
+
+    /** Why the CUDA engine cannot be used, or null when it can. */
+    private static String cudaMissingReason() {
+        return CudaEngine.unavailableReason();
+    }
+}

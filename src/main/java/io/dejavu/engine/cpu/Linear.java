@@ -1,0 +1,157 @@
+package io.dejavu.engine.cpu;
+
+import io.dejavu.model.DType;
+import io.dejavu.model.Tensor;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * A torch.nn.Linear over a mapped checkpoint weight [out, in]: y = W x + b for a block of tokens, fp32 math.
+ * Weight-stationary: each thread takes a range of output rows, decodes {@link #ROW_BLOCK} rows at a time into a small
+ * float scratch and dots them with every token of the block, so each weight row is read from memory once per
+ * {@link #TOKEN_BLOCK} tokens (once per decode step) and the decoding cost is shared by all those tokens.
+ */
+final class Linear {
+    static final int ROW_BLOCK = 4;
+    /** Tokens whose inputs stay in L2 while a row block is dotted with them (prefill, perplexity). */
+    static final int TOKEN_BLOCK = 64;
+    private static final VectorSpecies<Float> F = RowDecoder.FLOATS;
+
+    final int outDim;
+    final int inDim;
+    private final MemorySegment weight;
+    private final DType dtype;
+    private final float[] bias;
+
+    Linear(Tensor weight, Tensor bias) {
+        this.outDim = (int) weight.shape()[0];
+        this.inDim = (int) weight.shape()[1];
+        this.weight = weight.data();
+        this.dtype = weight.dtype();
+        this.bias = bias == null ? null : bias.toFloatArray();
+    }
+
+    /** Floats of scratch each thread needs. */
+    int scratchSize() {
+        return ROW_BLOCK * inDim;
+    }
+
+    /** y[t] = W x[t] + b for {@code tokens} rows of {@code x} (each inDim wide); returns y (tokens x outDim). */
+    float[] apply(WorkerPool pool, float[][] scratch, float[] x, int tokens) {
+        float[] y = new float[tokens * outDim];
+        pool.run(outDim, ROW_BLOCK, (worker, from, to) -> rows(x, tokens, y, from, to, scratch[worker]));
+        return y;
+    }
+
+    private void rows(float[] x, int tokens, float[] y, int rowFrom, int rowTo, float[] w) {
+        if (tokens == 1) {
+            rowsOneToken(x, y, rowFrom, rowTo);
+            return;
+        }
+        for (int t0 = 0; t0 < tokens; t0 += TOKEN_BLOCK) {
+            int t1 = Math.min(tokens, t0 + TOKEN_BLOCK);
+            for (int r = rowFrom; r < rowTo; r += ROW_BLOCK) {
+                int rows = Math.min(ROW_BLOCK, rowTo - r);
+                RowDecoder.decode(weight, dtype, (long) r * inDim, rows * inDim, w, 0);
+                int t = t0;
+                if (rows == ROW_BLOCK) {
+                    for (; t + 1 < t1; t += 2) dot4x2(w, x, t * inDim, y, t * outDim + r);
+                }
+                for (; t < t1; t++) {
+                    for (int i = 0; i < rows; i++) y[t * outDim + r + i] = dot(w, i * inDim, x, t * inDim, inDim);
+                }
+                addBias(y, t0, t1, r, rows);
+            }
+        }
+    }
+
+    /**
+     * A decode step's matvec, the memory-bound case: weights are decoded in registers straight into the
+     * multiply-adds, four rows sharing each input load.
+     */
+    private void rowsOneToken(float[] x, float[] y, int rowFrom, int rowTo) {
+        int n = inDim, lanes = F.length(), r = rowFrom;
+        for (; r + ROW_BLOCK <= rowTo && F.loopBound(n) == n; r += ROW_BLOCK) {
+            long e0 = (long) r * n, e1 = e0 + n, e2 = e1 + n, e3 = e2 + n;
+            FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < n; i += lanes) {
+                FloatVector xv = FloatVector.fromArray(F, x, i);
+                a0 = RowDecoder.load(weight, dtype, e0 + i).fma(xv, a0);
+                a1 = RowDecoder.load(weight, dtype, e1 + i).fma(xv, a1);
+                a2 = RowDecoder.load(weight, dtype, e2 + i).fma(xv, a2);
+                a3 = RowDecoder.load(weight, dtype, e3 + i).fma(xv, a3);
+            }
+            y[r] = a0.reduceLanes(VectorOperators.ADD);
+            y[r + 1] = a1.reduceLanes(VectorOperators.ADD);
+            y[r + 2] = a2.reduceLanes(VectorOperators.ADD);
+            y[r + 3] = a3.reduceLanes(VectorOperators.ADD);
+        }
+        for (; r < rowTo; r++) y[r] = dotRow(r, x);
+        addBias(y, 0, 1, rowFrom, rowTo - rowFrom);
+    }
+
+    /** Row r of W dotted with x, for rows and widths the blocked loops leave over. */
+    private float dotRow(int r, float[] x) {
+        float s = 0;
+        for (int i = 0; i < inDim; i++) s += dtype.get(weight, (long) r * inDim + i) * x[i];
+        return s;
+    }
+
+    private void addBias(float[] y, int t0, int t1, int r, int rows) {
+        if (bias == null) return;
+        for (int t = t0; t < t1; t++) {
+            for (int i = 0; i < rows; i++) y[t * outDim + r + i] += bias[r + i];
+        }
+    }
+
+    /**
+     * Four consecutive decoded weight rows of {@code w} dotted with two consecutive input rows: eight accumulators
+     * for six loads, so the multiply-adds rather than the loads set the pace.
+     */
+    private void dot4x2(float[] w, float[] x, int xo, float[] y, int yo) {
+        int n = inDim, lanes = F.length(), bound = F.loopBound(n), i = 0;
+        FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (; i < bound; i += lanes) {
+            FloatVector xa = FloatVector.fromArray(F, x, xo + i), xb = FloatVector.fromArray(F, x, xo + n + i);
+            FloatVector w0 = FloatVector.fromArray(F, w, i), w1 = FloatVector.fromArray(F, w, n + i);
+            FloatVector w2 = FloatVector.fromArray(F, w, 2 * n + i), w3 = FloatVector.fromArray(F, w, 3 * n + i);
+            a0 = w0.fma(xa, a0);
+            a1 = w1.fma(xa, a1);
+            a2 = w2.fma(xa, a2);
+            a3 = w3.fma(xa, a3);
+            b0 = w0.fma(xb, b0);
+            b1 = w1.fma(xb, b1);
+            b2 = w2.fma(xb, b2);
+            b3 = w3.fma(xb, b3);
+        }
+        finish(a0, w, 0, x, xo, i, y, yo);
+        finish(a1, w, 1, x, xo, i, y, yo + 1);
+        finish(a2, w, 2, x, xo, i, y, yo + 2);
+        finish(a3, w, 3, x, xo, i, y, yo + 3);
+        finish(b0, w, 0, x, xo + n, i, y, yo + outDim);
+        finish(b1, w, 1, x, xo + n, i, y, yo + outDim + 1);
+        finish(b2, w, 2, x, xo + n, i, y, yo + outDim + 2);
+        finish(b3, w, 3, x, xo + n, i, y, yo + outDim + 3);
+    }
+
+    /** y[yo] = the lanes of acc plus decoded row {@code row}'s tail from element {@code from} on. */
+    private void finish(FloatVector acc, float[] w, int row, float[] x, int xo, int from, float[] y, int yo) {
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (int j = from; j < inDim; j++) s += w[row * inDim + j] * x[xo + j];
+        y[yo] = s;
+    }
+
+    static float dot(float[] a, int ao, float[] b, int bo, int n) {
+        int lanes = F.length(), bound = F.loopBound(n), i = 0;
+        FloatVector acc = FloatVector.zero(F);
+        for (; i < bound; i += lanes) {
+            acc = FloatVector.fromArray(F, a, ao + i).fma(FloatVector.fromArray(F, b, bo + i), acc);
+        }
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) s += a[ao + i] * b[bo + i];
+        return s;
+    }
+}

@@ -1,0 +1,177 @@
+package io.dejavu.engine.cuda;
+
+import io.dejavu.engine.Sequence;
+import io.dejavu.engine.Step;
+import io.dejavu.engine.TokenChoice;
+import io.dejavu.model.OptConfig;
+import jcuda.driver.CUevent;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+
+import static jcuda.driver.JCudaDriver.*;
+
+/**
+ * Decode and prefill speed of the CUDA engine on pseudo-random weights of a model's shapes, next to the
+ * memory-bandwidth floor: the weight bytes a decode step must read divided by the copy bandwidth measured in the same
+ * run. Decode steps are timed on the wall clock around the whole step (metadata upload, graph replay, GPU sampling,
+ * reading back the ids), which is what a caller waits for.
+ */
+public final class CudaBenchmark {
+    /** The OPT sizes the benchmark knows by name (shapes of the published facebook/opt-* configs). */
+    public static OptConfig namedShape(String name) {
+        return switch (name) {
+            case "opt-125m" -> shape(768, 12, 12, 3072);
+            case "opt-1.3b" -> shape(2048, 24, 32, 8192);
+            case "opt-2.7b" -> shape(2560, 32, 32, 10240);
+            case "opt-6.7b" -> shape(4096, 32, 32, 16384);
+            case "opt-13b" -> shape(5120, 40, 40, 20480);
+            case "opt-30b" -> shape(7168, 48, 56, 28672);
+            default -> null;
+        };
+    }
+
+    public static final String NAMED_SHAPES = "opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, opt-13b, opt-30b";
+
+    private static OptConfig shape(int hidden, int layers, int heads, int ffn) {
+        return new OptConfig(hidden, layers, heads, ffn, 50272, 2048, hidden, true, true, true, false, "relu", true,
+                2, 2, 1);
+    }
+
+    /** What one run measured. */
+    public record Result(String device, String shape, boolean dependentLaunch, int batch, int promptLen, int genLen, double prefillMs,
+                         double decodeStepMs, double graphStepMs, double weightGb, double copyGbPerS) {
+        public double tokensPerSecond() {
+            return batch * 1000 / decodeStepMs;
+        }
+
+        public double achievedGbPerS() {
+            return weightGb / (decodeStepMs / 1000);
+        }
+
+        public double floorMs() {
+            return weightGb / copyGbPerS * 1000;
+        }
+
+        public String table() {
+            return String.format("""
+                    device            %s
+                    shape             %s, batch %d, prompt %d, generate %d, dependent launch %s
+                    prefill           %.2f ms (%d tokens, one sequence)
+                    decode            %.3f ms/step (each sequence's token latency), %.3f ms per token amortised, %.1f tokens/s
+                    decode GPU time   %.3f ms/step (the step's graph replayed back to back: no host work between)
+                    weights per step  %.2f GB, achieved %.0f GB/s
+                    copy bandwidth    %.0f GB/s (read + write) -> floor %.3f ms/step (%.0f%% of floor reached)
+                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f step_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f
+                    """, device, shape, batch, promptLen, genLen, dependentLaunch ? "on" : "off", prefillMs, prefillMs > 0 ? promptLen : 0,
+                    decodeStepMs, decodeStepMs / batch, tokensPerSecond(), graphStepMs, weightGb, achievedGbPerS(), copyGbPerS, floorMs(),
+                    100 * floorMs() / decodeStepMs, dependentLaunch ? "cuda-pdl" : "cuda", shape, batch, promptLen, genLen, prefillMs, decodeStepMs,
+                    graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), copyGbPerS);
+        }
+    }
+
+    public static Result run(String shapeName, OptConfig config, int batch, int promptLen, int genLen, int seed,
+                             boolean profile, boolean dependentLaunch) {
+        if (promptLen < 1 || genLen < 1 || batch < 1) throw new IllegalArgumentException("batch, prompt and gen must be >= 1");
+        if (promptLen + genLen + 1 > config.maxPositionEmbeddings()) {
+            throw new IllegalArgumentException("prompt-len + gen-len exceeds the model's " + config.maxPositionEmbeddings()
+                    + " positions");
+        }
+        long blocksPerSeq = (promptLen + genLen + 1 + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
+        long kvBytes = (blocksPerSeq * (batch + 1) + 4) * KvCachePool.blockBytes(config);
+        CudaEngine.Options options = CudaEngine.Options.defaults().withKvCacheBytes(kvBytes)
+                .withMaxBatchTokens(Math.max(2048, promptLen)).withDependentLaunch(dependentLaunch);
+        System.err.printf("[bench] %s: making %.2f GB of random fp16 weights on the GPU%n", shapeName,
+                DeviceWeightsSize.of(config) / 1e9);
+        try (CudaEngine engine = CudaEngine.random(config, options, seed)) {
+            double copy = copyBandwidth(engine);
+            Random random = new Random(seed);
+            int[] prompt = randomTokens(random, config.vocabSize(), promptLen);
+
+            // warm up the prefill path, then time one sequence's prefill
+            try (Sequence warm = engine.newSequence()) {
+                engine.forward(List.of(Step.last(warm, prompt)));
+            }
+            List<Sequence> seqs = new ArrayList<>();
+            for (int i = 0; i < batch; i++) seqs.add(engine.newSequence());
+            double prefillMs = 0;
+            int[] next = new int[batch];
+            List<TokenChoice> greedy = Collections.nCopies(batch, TokenChoice.greedy());
+            for (int i = 0; i < batch; i++) {
+                long t0 = System.nanoTime();
+                next[i] = engine.nextTokens(List.of(Step.last(seqs.get(i), i == 0 ? prompt
+                        : randomTokens(random, config.vocabSize(), promptLen))), List.of(greedy.get(0)))[0];
+                if (i == 0) prefillMs = (System.nanoTime() - t0) / 1e6;
+            }
+            int warmup = Math.min(3, genLen);
+            long t0 = 0;
+            for (int step = 0; step < genLen + warmup; step++) {
+                if (step == warmup) t0 = System.nanoTime();
+                List<Step> steps = new ArrayList<>(batch);
+                for (int i = 0; i < batch; i++) steps.add(Step.last(seqs.get(i), next[i]));
+                next = engine.nextTokens(steps, greedy);
+            }
+            double stepMs = (System.nanoTime() - t0) / 1e6 / genLen;
+            Double gpuStepMs = engine.graphReplayMs(batch, 50);
+            if (profile) {
+                int[] last = next;
+                List<Step> steps = new ArrayList<>(batch);
+                for (int i = 0; i < batch; i++) steps.add(Step.last(seqs.get(i), last[i]));
+                System.out.println("kernels of one decode step (eager, timed one by one):");
+                System.out.print(engine.profile(() -> engine.nextTokens(steps, greedy)));
+                try (Sequence extra = engine.newSequence()) {
+                    System.out.println("kernels of one prefill of " + promptLen + " tokens:");
+                    System.out.print(engine.profile(() -> engine.forward(List.of(Step.last(extra, prompt)))));
+                }
+            }
+            for (Sequence s : seqs) s.close();
+            return new Result(engine.deviceName(), shapeName, dependentLaunch, batch, promptLen, genLen, prefillMs, stepMs,
+                    gpuStepMs == null ? Double.NaN : gpuStepMs,
+                    engine.weightBytesPerStep() / 1e9, copy);
+        }
+    }
+
+    private static int[] randomTokens(Random random, int vocab, int n) {
+        int[] t = new int[n];
+        t[0] = 2;
+        for (int i = 1; i < n; i++) t[i] = 4 + random.nextInt(vocab - 4);
+        return t;
+    }
+
+    /** Device-to-device copy of 1 GiB, counted as bytes read plus written, best of 10. */
+    static double copyBandwidth(CudaEngine engine) {
+        CudaContext cuda = engine.cuda();
+        DecoderKernels k = new DecoderKernels(cuda);
+        long bytes = 1L << 30;
+        DeviceMemory a = cuda.alloc(bytes, "bandwidth test source"), b = cuda.alloc(bytes, "bandwidth test target");
+        CUevent start = new CUevent(), stop = new CUevent();
+        cuEventCreate(start, 0);
+        cuEventCreate(stop, 0);
+        float best = Float.MAX_VALUE;
+        for (int i = 0; i < 12; i++) {
+            cuEventRecord(start, cuda.stream());
+            k.copy(a.address(), b.address(), bytes);
+            cuEventRecord(stop, cuda.stream());
+            cuEventSynchronize(stop);
+            float[] ms = {0};
+            cuEventElapsedTime(ms, start, stop);
+            if (i >= 2) best = Math.min(best, ms[0]);
+        }
+        cuEventDestroy(start);
+        cuEventDestroy(stop);
+        cuda.free(a);
+        cuda.free(b);
+        return 2.0 * bytes / (best / 1000) / 1e9;
+    }
+
+    /** Weight bytes of a config, for progress output before the engine exists. */
+    private static final class DeviceWeightsSize {
+        static double of(OptConfig c) {
+            long h = c.hiddenSize(), f = c.ffnDim(), p = c.wordEmbedProjDim();
+            return 2.0 * (c.numHiddenLayers() * (4 * h * h + 2 * h * f) + (long) c.vocabSize() * p
+                    + (long) (c.maxPositionEmbeddings() + 2) * h);
+        }
+    }
+}

@@ -1,0 +1,622 @@
+package io.dejavu.engine.cuda;
+
+import io.dejavu.engine.Engine;
+import io.dejavu.engine.Sequence;
+import io.dejavu.engine.Step;
+import io.dejavu.engine.TokenChoice;
+import io.dejavu.model.OptConfig;
+import io.dejavu.model.OptModel;
+import jcuda.Pointer;
+import jcuda.driver.CUgraph;
+import jcuda.driver.CUgraphExec;
+import jcuda.driver.CUstreamCaptureMode;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+import static jcuda.driver.JCudaDriver.*;
+
+/**
+ * The OPT decoder on an NVIDIA GPU through the CUDA driver API (JCuda), with kernels compiled at build time
+ * (src/main/cuda/decoder.cu). Weights live on the GPU as fp16, the KV cache in paged blocks ({@link KvCachePool}).
+ * A forward pass of up to {@code maxBatchTokens} tokens (longer batches run in several passes, prompts split into
+ * chunks) runs the linear layers as GEMV at up to 16 tokens (decode: bound by reading the weights once) and on
+ * tensor cores above; a decode step of single tokens is captured once per batch size as a CUDA graph and replayed.
+ *
+ * <p>Threading: one engine is used by one thread at a time (the context is made current at each call); calls from
+ * several threads at once must be serialised by the caller, as the {@link Engine} contract says.
+ */
+public final class CudaEngine implements Engine {
+    /**
+     * @param device          CUDA device index
+     * @param kvCacheBytes    size of the KV cache pool; 0 = kvCacheFraction of the memory free after weights and
+     *                        scratch buffers
+     * @param maxBatchTokens  tokens in one forward pass (sizes the scratch buffers)
+     * @param maxLogitRows    logit rows one pass returns (sizes the logits buffer)
+     * @param cudaGraphs      capture and replay decode steps
+     * @param poison          fill scratch buffers with NaN before each pass (tests: a kernel that skips an output
+     *                        shows)
+     * @param dependentLaunch let each kernel start while its predecessor drains (programmatic dependent launch,
+     *                        Hopper and newer); off by default: on an H100 it did not shorten a decode step
+     *                        (docs/BENCHMARKS-cuda.md)
+     */
+    public record Options(int device, long kvCacheBytes, double kvCacheFraction, int maxBatchTokens,
+                          int maxLogitRows, boolean cudaGraphs, boolean poison, boolean dependentLaunch) {
+        public Options {
+            if (maxBatchTokens < 1) throw new IllegalArgumentException("maxBatchTokens must be >= 1");
+            if (maxLogitRows < 1) throw new IllegalArgumentException("maxLogitRows must be >= 1");
+            if (!(kvCacheFraction > 0 && kvCacheFraction <= 0.98)) {
+                throw new IllegalArgumentException("kvCacheFraction must be in (0, 0.98]");
+            }
+        }
+
+        public static Options defaults() {
+            return new Options(0, 0, 0.9, 2048, 256, true, false, false);
+        }
+
+        public Options withKvCacheBytes(long bytes) {
+            return new Options(device, bytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
+                    dependentLaunch);
+        }
+
+        public Options withPoison(boolean value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, value,
+                    dependentLaunch);
+        }
+
+        public Options withCudaGraphs(boolean value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, value, poison,
+                    dependentLaunch);
+        }
+
+        public Options withDependentLaunch(boolean value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
+                    value);
+        }
+
+        public Options withMaxBatchTokens(int value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, value, maxLogitRows, cudaGraphs, poison,
+                    dependentLaunch);
+        }
+    }
+
+    /**
+     * Positions per split of the decode attention: short splits give one sequence's heads enough blocks; with
+     * several sequences there are blocks enough, and longer splits waste fewer threads and merges.
+     */
+    private static final int DECODE_PARTITION = 64, BATCH_DECODE_PARTITION = 256;
+    private static final int MAX_SPLIT_TOKENS = 64;
+
+    private final CudaContext cuda;
+    private final DecoderKernels kernels;
+    private final DeviceWeights weights;
+    private final OptConfig config;
+    private final Options options;
+    private final KvCachePool cache;
+    private final int maxTokens, maxRows, maxBlocks, decodeSplits;
+    private final int h, f, p, vocab, heads, headDim;
+    private final DeviceMemory scratch, meta, counters;
+    private final long x, normed, queries, attended, ffn, headRows, headIn, logits, partialOut, partialMaxSum, ids;
+    private final Pointer hostMetaPtr = new Pointer(), hostLogitsPtr = new Pointer();
+    private final ByteBuffer hostMeta, hostLogits;
+    private final Map<Integer, CUgraphExec> graphs = new HashMap<>();
+    private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+    private boolean closed;
+
+    private CudaEngine(CudaContext cuda, DeviceWeights weights, Options options) {
+        this.cuda = cuda;
+        this.kernels = new DecoderKernels(cuda);
+        this.weights = weights;
+        this.config = weights.config;
+        this.options = options;
+        cuda.useDependentLaunch(options.dependentLaunch());
+        h = config.hiddenSize();
+        f = config.ffnDim();
+        p = config.wordEmbedProjDim();
+        vocab = config.vocabSize();
+        heads = config.numAttentionHeads();
+        headDim = config.headDim();
+        if (h % 8 != 0 || f % 8 != 0 || p % 8 != 0 || headDim % 2 != 0) {
+            throw new IllegalArgumentException("the CUDA engine needs hidden, ffn and embedding widths divisible by 8 "
+                    + "and an even head width; this model has " + h + ", " + f + ", " + p + ", " + headDim);
+        }
+        maxTokens = options.maxBatchTokens();
+        maxRows = Math.min(options.maxLogitRows(), maxTokens);
+        maxBlocks = (config.maxPositionEmbeddings() + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
+        decodeSplits = (config.maxPositionEmbeddings() + DECODE_PARTITION - 1) / DECODE_PARTITION;
+        int splitTokens = Math.min(maxTokens, MAX_SPLIT_TOKENS);
+        long wide = Math.max(h, p);
+        long[] sizes = {
+                4L * maxTokens * h,            // x: the fp32 residual stream
+                2L * maxTokens * wide,         // normed: LayerNorm output / embedding rows, fp16
+                2L * maxTokens * h,            // queries
+                2L * maxTokens * h,            // attended: attention output
+                2L * maxTokens * f,            // ffn: fc1 output
+                4L * maxRows * h,              // headRows: rows whose logits are wanted
+                2L * maxRows * wide,           // headIn
+                4L * maxRows * vocab,          // logits
+                4L * splitTokens * heads * decodeSplits * headDim,
+                8L * splitTokens * heads * decodeSplits,
+                4L * maxRows};                 // ids: next tokens
+        long[] at = new long[sizes.length];
+        long total = 0;
+        for (int i = 0; i < sizes.length; i++) {
+            at[i] = total;
+            total += (sizes[i] + 255) / 256 * 256;
+        }
+        scratch = cuda.alloc(total, "scratch buffers for " + maxTokens + " tokens a pass");
+        x = scratch.at(at[0]);
+        normed = scratch.at(at[1]);
+        queries = scratch.at(at[2]);
+        attended = scratch.at(at[3]);
+        ffn = scratch.at(at[4]);
+        headRows = scratch.at(at[5]);
+        headIn = scratch.at(at[6]);
+        logits = scratch.at(at[7]);
+        partialOut = scratch.at(at[8]);
+        partialMaxSum = scratch.at(at[9]);
+        ids = scratch.at(at[10]);
+        // Split attention's merge counters: zero between launches (each merge resets its own), never poisoned.
+        counters = cuda.alloc(4L * splitTokens * heads, "attention merge counters");
+        cuMemsetD32(counters.ptr(0), 0, (long) splitTokens * heads);
+        long metaBytes = 4L * metaInts(maxTokens, maxTokens, maxRows);
+        meta = cuda.alloc(metaBytes, "step metadata");
+        hostMeta = pinned(hostMetaPtr, metaBytes);
+        hostLogits = pinned(hostLogitsPtr, 4L * maxRows * vocab);
+        int attentionShared = DecoderKernels.attentionSharedBytes(headDim,
+                Math.max(DECODE_PARTITION, roundUp(config.maxPositionEmbeddings(), 32)));
+        cuda.allowSharedMemory("gemm_f16", DecoderKernels.GEMM_SHARED_BYTES);
+        if (DecoderKernels.tiledAttention(headDim)) {
+            cuda.allowSharedMemory("attention_prefill", DecoderKernels.prefillAttentionSharedBytes(headDim));
+        }
+        if (attentionShared > 48 * 1024) {
+            cuda.allowSharedMemory("attention_v8", attentionShared);
+            cuda.allowSharedMemory("attention_v2", attentionShared);
+        }
+        long kvBytes = options.kvCacheBytes() > 0 ? options.kvCacheBytes()
+                : (long) (cuda.freeMemory() * options.kvCacheFraction());
+        cache = new KvCachePool(cuda, config, kvBytes);
+        cuda.synchronize();
+    }
+
+    private static ByteBuffer pinned(Pointer host, long bytes) {
+        cuMemAllocHost(host, bytes);
+        return host.getByteBuffer(0, bytes).order(ByteOrder.nativeOrder());
+    }
+
+    /** Why the CUDA backend cannot run here, or null when it can. */
+    public static String unavailableReason() {
+        try {
+            return CudaContext.unavailableReason();
+        } catch (LinkageError e) {
+            return "the JCuda natives do not load on this platform (" + e.getMessage() + ")";
+        }
+    }
+
+    public static boolean isAvailable() {
+        return unavailableReason() == null;
+    }
+
+    /** Uploads a loaded model's weights to the GPU. */
+    public static CudaEngine load(OptModel model, Options options) {
+        CudaContext cuda = new CudaContext(options.device());
+        try {
+            return new CudaEngine(cuda, DeviceWeights.upload(cuda, model.weights()), options);
+        } catch (RuntimeException e) {
+            cuda.close();
+            throw e;
+        }
+    }
+
+    /** An engine over pseudo-random weights made on the GPU with a config's shapes (benchmarks). */
+    public static CudaEngine random(OptConfig config, Options options, int seed) {
+        CudaContext cuda = new CudaContext(options.device());
+        try {
+            return new CudaEngine(cuda, DeviceWeights.random(cuda, new DecoderKernels(cuda), config, seed), options);
+        } catch (RuntimeException e) {
+            cuda.close();
+            throw e;
+        }
+    }
+
+    @Override
+    public OptConfig config() {
+        return config;
+    }
+
+    @Override
+    public String backend() {
+        return "cuda";
+    }
+
+    /** Runs {@code work} eagerly (no graphs) timing each kernel; returns the per-kernel table. */
+    String profile(Runnable work) {
+        cuda.makeCurrent();
+        cuda.startProfile();
+        try {
+            work.run();
+        } catch (RuntimeException e) {
+            cuda.stopProfile();
+            throw e;
+        }
+        return cuda.stopProfile();
+    }
+
+    /**
+     * GPU time of one decode step of {@code batch} sequences: its captured graph (the last step's metadata) replayed
+     * {@code reps} times back to back, so no host work sits between replays. Rewrites the last step's cache slots
+     * with the same values. Null when no graph of that batch size was captured yet.
+     */
+    Double graphReplayMs(int batch, int reps) {
+        CUgraphExec graph = graphs.get(batch);
+        if (graph == null) return null;
+        cuda.makeCurrent();
+        jcuda.driver.CUevent start = new jcuda.driver.CUevent(), stop = new jcuda.driver.CUevent();
+        cuEventCreate(start, 0);
+        cuEventCreate(stop, 0);
+        cuGraphLaunch(graph, cuda.stream());  // warm
+        cuEventRecord(start, cuda.stream());
+        for (int i = 0; i < reps; i++) cuGraphLaunch(graph, cuda.stream());
+        cuEventRecord(stop, cuda.stream());
+        cuEventSynchronize(stop);
+        float[] ms = {0};
+        cuEventElapsedTime(ms, start, stop);
+        cuEventDestroy(start);
+        cuEventDestroy(stop);
+        return (double) ms[0] / reps;
+    }
+
+    CudaContext cuda() {
+        return cuda;
+    }
+
+    public String deviceName() {
+        return cuda.deviceName();
+    }
+
+    /** Weight bytes one decode step must read (the memory-bandwidth floor's numerator). */
+    public long weightBytesPerStep() {
+        return weights.bytesPerStep;
+    }
+
+    public int kvCacheBlocks() {
+        return cache.blocks();
+    }
+
+    public int freeKvCacheBlocks() {
+        return cache.freeBlocks();
+    }
+
+    @Override
+    public Sequence newSequence() {
+        checkOpen();
+        CudaSequence s = new CudaSequence(this);
+        open.add(s);
+        return s;
+    }
+
+    void release(CudaSequence s) {
+        if (open.remove(s)) s.freeBlocks(cache);
+    }
+
+    @Override
+    public List<float[][]> forward(List<Step> steps) {
+        float[][][] out = new float[steps.size()][][];
+        for (int i = 0; i < steps.size(); i++) out[i] = new float[steps.get(i).allLogits() ? steps.get(i).tokens().length : 1][];
+        run(steps, null, out, null);
+        return List.of(out);
+    }
+
+    @Override
+    public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
+        if (choices.size() != steps.size()) {
+            throw new IllegalArgumentException(steps.size() + " steps but " + choices.size() + " token choices");
+        }
+        for (Step s : steps) {
+            if (s.allLogits()) throw new IllegalArgumentException("nextTokens takes steps that want last logits only");
+        }
+        int[] next = new int[steps.size()];
+        run(steps, choices, null, next);
+        return next;
+    }
+
+    /** A piece of a step that goes into one pass: tokens [from, to) of the step. */
+    private record Piece(int step, CudaSequence sequence, int[] tokens, int from, int to, boolean allLogits) {
+        int count() {
+            return to - from;
+        }
+
+        int rows() {
+            return allLogits ? to - from : (to == tokens.length ? 1 : 0);
+        }
+    }
+
+    private void run(List<Step> steps, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
+        checkOpen();
+        cuda.makeCurrent();
+        validate(steps);
+        List<Piece> pass = new ArrayList<>();
+        int tokens = 0, rows = 0;
+        for (int s = 0; s < steps.size(); s++) {
+            Step step = steps.get(s);
+            CudaSequence seq = (CudaSequence) step.sequence();
+            int n = step.tokens().length;
+            for (int from = 0; from < n; ) {
+                int take = Math.min(n - from, maxTokens - tokens);
+                if (step.allLogits()) take = Math.min(take, maxRows - rows);
+                boolean last = from + take == n;
+                if (take == 0 || (!step.allLogits() && last && rows == maxRows)) {
+                    runPass(pass, choices, logitsOut, nextOut);
+                    pass.clear();
+                    tokens = rows = 0;
+                    continue;
+                }
+                Piece piece = new Piece(s, seq, step.tokens(), from, from + take, step.allLogits());
+                pass.add(piece);
+                tokens += take;
+                rows += piece.rows();
+                from += take;
+                if (from < n) {  // the pass is full: the rest of this step goes to the next
+                    runPass(pass, choices, logitsOut, nextOut);
+                    pass.clear();
+                    tokens = rows = 0;
+                }
+            }
+        }
+        if (!pass.isEmpty()) runPass(pass, choices, logitsOut, nextOut);
+    }
+
+    private void validate(List<Step> steps) {
+        if (steps.isEmpty()) throw new IllegalArgumentException("forward needs at least one step");
+        Set<Sequence> seen = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        for (Step step : steps) {
+            if (!(step.sequence() instanceof CudaSequence seq) || seq.engine() != this) {
+                throw new IllegalArgumentException("a step's sequence was not made by this CUDA engine");
+            }
+            if (seq.closed()) throw new IllegalArgumentException("a step's sequence is closed");
+            if (!seen.add(seq)) throw new IllegalArgumentException("a sequence appears in two steps of one forward");
+            if (seq.length() + step.tokens().length > config.maxPositionEmbeddings()) {
+                throw new IllegalArgumentException("sequence of length " + seq.length() + " + " + step.tokens().length
+                        + " tokens exceeds the model's " + config.maxPositionEmbeddings() + " positions");
+            }
+            for (int t : step.tokens()) {
+                if (t < 0 || t >= vocab) throw new IllegalArgumentException("token id " + t + " outside [0, " + vocab + ")");
+            }
+        }
+    }
+
+    /** Ints of the metadata block for a pass of T tokens, S sequences and R logit rows (see {@link #runPass}). */
+    private int metaInts(int t, int s, int r) {
+        return 6 * t + s * maxBlocks + 4 * r + 4 * (t / DecoderKernels.PREFILL_TILE + s + 1);
+    }
+
+    private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
+        int t = 0, r = 0, maxCtx = 0;
+        boolean decode = true;
+        for (Piece piece : pieces) {
+            piece.sequence().reserve(cache, piece.count());
+            t += piece.count();
+            r += piece.rows();
+            maxCtx = Math.max(maxCtx, piece.sequence().length() + piece.count());
+            decode &= piece.count() == 1 && piece.rows() == 1;
+        }
+        int s = pieces.size();
+        // Metadata, one upload: tokens, positions, slots, query's sequence, query's context, logit rows [T each],
+        // block tables [S][maxBlocks], token choices [R][4].
+        IntBuffer ints = hostMeta.clear().asIntBuffer();
+        int ti = 0, ri = 0;
+        int[] rowStep = new int[r];
+        int[] rowPosition = new int[r];
+        for (int si = 0; si < s; si++) {
+            Piece piece = pieces.get(si);
+            CudaSequence seq = piece.sequence();
+            for (int i = piece.from(); i < piece.to(); i++, ti++) {
+                int pos = seq.length() + i - piece.from();
+                ints.put(ti, piece.tokens()[i]);
+                ints.put(t + ti, pos);
+                ints.put(2 * t + ti, seq.slot(pos));
+                ints.put(3 * t + ti, si);
+                ints.put(4 * t + ti, pos + 1);
+                if (piece.allLogits() || i == piece.tokens().length - 1) {
+                    ints.put(5 * t + ri, ti);
+                    rowStep[ri] = piece.step();
+                    rowPosition[ri++] = pos;
+                }
+            }
+            for (int b = 0; b < seq.blockCount(); b++) ints.put(6 * t + si * maxBlocks + b, seq.block(b));
+        }
+        int choiceAt = 6 * t + s * maxBlocks;
+        if (choices != null) {
+            for (int row = 0; row < r; row++) {
+                TokenChoice c = choices.get(rowStep[row]);
+                ints.put(choiceAt + 4 * row, Float.floatToRawIntBits(c.temperature()));
+                ints.put(choiceAt + 4 * row + 1, Float.floatToRawIntBits(c.topP()));
+                ints.put(choiceAt + 4 * row + 2, Float.floatToRawIntBits(c.topK()));
+                ints.put(choiceAt + 4 * row + 3, c.drawSeed(rowPosition[row]));
+            }
+        }
+        // query tiles of the tiled prefill attention: up to 64 consecutive tokens of one sequence each
+        int tilesAt = choiceAt + 4 * r, tiles = 0;
+        boolean tiled = t > MAX_SPLIT_TOKENS && DecoderKernels.tiledAttention(headDim);
+        if (tiled) {
+            int token = 0;
+            for (int si = 0; si < s; si++) {
+                Piece piece = pieces.get(si);
+                for (int off = 0; off < piece.count(); off += DecoderKernels.PREFILL_TILE, tiles++) {
+                    ints.put(tilesAt + 4 * tiles, token + off);
+                    ints.put(tilesAt + 4 * tiles + 1, Math.min(DecoderKernels.PREFILL_TILE, piece.count() - off));
+                    ints.put(tilesAt + 4 * tiles + 2, si);
+                    ints.put(tilesAt + 4 * tiles + 3, piece.sequence().length() + off);
+                }
+                token += piece.count();
+            }
+        }
+        cuda.upload(meta, 0, hostMetaPtr, 4L * metaInts(t, s, r));
+        if (options.poison()) cuMemsetD16Async(scratch.ptr(0), (short) 0x7E00, scratch.bytes() / 2, cuda.stream());
+
+        if (decode && options.cudaGraphs() && !cuda.profiling() && t <= Math.min(MAX_SPLIT_TOKENS, maxRows)) {
+            CUgraphExec graph = graphs.get(t);
+            if (graph == null) {
+                cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+                CUgraph captured = new CUgraph();
+                try {
+                    int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
+                    encode(t, s, r, partition, (config.maxPositionEmbeddings() + partition - 1) / partition, 0);
+                } catch (RuntimeException e) {
+                    try {
+                        cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
+                    } catch (RuntimeException ignored) {
+                        e.addSuppressed(ignored);
+                    }
+                    throw e;
+                }
+                cuStreamEndCapture(cuda.stream(), captured);
+                graph = new CUgraphExec();
+                cuGraphInstantiate(graph, captured, 0);
+                cuGraphUpload(graph, cuda.stream());  // so that the first replay does not pay for it
+                cuGraphDestroy(captured);
+                graphs.put(t, graph);
+            }
+            cuGraphLaunch(graph, cuda.stream());
+        } else if (t <= MAX_SPLIT_TOKENS) {
+            int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
+            encode(t, s, r, partition, (maxCtx + partition - 1) / partition, 0);
+        } else {
+            encode(t, s, r, roundUp(maxCtx, 32), 1, tiles);
+        }
+
+        if (nextOut != null) {
+            kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids);
+            cuda.download(hostLogitsPtr, scratch, ids - scratch.address(), 4L * r);
+            cuda.synchronize();
+            IntBuffer got = hostLogits.clear().asIntBuffer();
+            for (int row = 0; row < r; row++) nextOut[rowStep[row]] = got.get(row);
+        } else {
+            cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
+            cuda.synchronize();
+            FloatBuffer got = hostLogits.clear().asFloatBuffer();
+            int[] filled = new int[logitsOut.length];
+            for (int row = 0; row < r; row++) {
+                float[] l = new float[vocab];
+                got.get(row * vocab, l);
+                float[][] stepRows = logitsOut[rowStep[row]];
+                if (stepRows.length == 1) stepRows[0] = l;
+                else {
+                    // allLogits rows of one step come in order; earlier passes filled the first ones
+                    int k = 0;
+                    while (stepRows[k] != null) k++;
+                    stepRows[k] = l;
+                }
+            }
+        }
+        for (Piece piece : pieces) piece.sequence().advance(piece.count());
+    }
+
+    /** Issues one pass's kernels on the stream (also while capturing a graph: no host work in here). */
+    private void encode(int t, int s, int r, int partition, int splits, int tiles) {
+        long tilesAddr = meta.at(4L * (6 * t + s * maxBlocks + 4 * r));
+        long tokens = meta.at(0), positions = meta.at(4L * t), slots = meta.at(8L * t), querySeq = meta.at(12L * t),
+                queryCtx = meta.at(16L * t), rowIndex = meta.at(20L * t), tables = meta.at(24L * t);
+        DeviceWeights w = weights;
+        boolean gemv = t <= DecoderKernels.GEMV_MAX_TOKENS;
+        boolean preLn = config.doLayerNormBefore();
+
+        if (!config.hasProjections()) {
+            kernels.embedF32(t, tokens, positions, w.embedTokens, w.embedPositions, x, h);
+        } else {
+            kernels.embedF16(t, tokens, w.embedTokens, normed, p);
+            kernels.linear(t, h, p, normed, false, w.projectIn, 0, false, 0, 0, Epilogue.f32(0, 0, x, h));
+            kernels.addPositions(t, x, positions, w.embedPositions, h);
+        }
+        for (int l = 0; l < w.layers.size(); l++) {
+            DeviceWeights.Layer layer = w.layers.get(l);
+            Epilogue qkv = Epilogue.qkv(layer.qkvBias(), queries, cache.keys(l), cache.values(l), slots, heads, headDim);
+            linearFromResidual(t, 3 * h, layer.qkvWeight(), preLn, layer.attnNormGamma(), layer.attnNormBeta(), qkv, gemv);
+            if (tiles > 0) {
+                kernels.prefillAttention(tiles, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks,
+                        tilesAddr, attended, heads, headDim);
+            } else {
+                kernels.attention(t, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks, querySeq, queryCtx,
+                        attended, partialOut, partialMaxSum, counters.address(), heads, headDim, partition, splits);
+            }
+            kernels.linear(t, h, h, attended, false, layer.outWeight(), 0, false, 0, 0,
+                    Epilogue.f32(layer.outBias(), x, x, h));
+            if (!preLn) kernels.layerNorm(t, x, x, false, layer.attnNormGamma(), layer.attnNormBeta(), h);
+            linearFromResidual(t, f, layer.fc1Weight(), preLn, layer.mlpNormGamma(), layer.mlpNormBeta(),
+                    Epilogue.f16(layer.fc1Bias(), true, ffn, f), gemv);
+            kernels.linear(t, h, f, ffn, false, layer.fc2Weight(), 0, false, 0, 0,
+                    Epilogue.f32(layer.fc2Bias(), x, x, h));
+            if (!preLn) kernels.layerNorm(t, x, x, false, layer.mlpNormGamma(), layer.mlpNormBeta(), h);
+        }
+
+        long rowsIn = x;
+        if (r != t) {
+            kernels.gatherRows(r, x, rowIndex, headRows, h);
+            rowsIn = headRows;
+        }
+        boolean norm = config.hasFinalLayerNorm();
+        Epilogue toLogits = Epilogue.f32(0, 0, logits, vocab);
+        if (r <= DecoderKernels.FUSED_LAYER_NORM_TOKENS || (r <= DecoderKernels.GEMV_MAX_TOKENS && !norm)) {
+            if (config.hasProjections()) {
+                kernels.linear(r, p, h, rowsIn, true, w.projectOut, 0, norm, w.finalNormGamma, w.finalNormBeta,
+                        Epilogue.f16(0, false, headIn, p));
+                kernels.linear(r, vocab, p, headIn, false, w.lmHead, 0, false, 0, 0, toLogits);
+            } else {
+                kernels.linear(r, vocab, h, rowsIn, true, w.lmHead, 0, norm, w.finalNormGamma, w.finalNormBeta,
+                        toLogits);
+            }
+        } else {
+            if (norm) kernels.layerNorm(r, rowsIn, headIn, true, w.finalNormGamma, w.finalNormBeta, h);
+            else kernels.toHalf((long) r * h, rowsIn, headIn);
+            if (config.hasProjections()) {
+                kernels.linear(r, p, h, headIn, false, w.projectOut, 0, false, 0, 0, Epilogue.f16(0, false, normed, p));
+                kernels.linear(r, vocab, p, normed, false, w.lmHead, 0, false, 0, 0, toLogits);
+            } else {
+                kernels.linear(r, vocab, h, headIn, false, w.lmHead, 0, false, 0, 0, toLogits);
+            }
+        }
+    }
+
+    /**
+     * A linear layer fed from the residual stream x: pre-LN models normalise it first (fused into the GEMV, a
+     * separate kernel before the GEMM), post-LN models feed it as it is.
+     */
+    private void linearFromResidual(int t, int n, long weight, boolean layerNorm, long gamma, long beta,
+                                    Epilogue epilogue, boolean gemv) {
+        if (t <= DecoderKernels.FUSED_LAYER_NORM_TOKENS || (gemv && !layerNorm)) {
+            kernels.linear(t, n, h, x, true, weight, 0, layerNorm, gamma, beta, epilogue);
+            return;
+        }
+        if (layerNorm) kernels.layerNorm(t, x, normed, true, gamma, beta, h);
+        else kernels.toHalf((long) t * h, x, normed);
+        kernels.linear(t, n, h, normed, false, weight, 0, false, 0, 0, epilogue);
+    }
+
+    private static int roundUp(int v, int to) {
+        return (v + to - 1) / to * to;
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("the CUDA engine is closed");
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        cuda.makeCurrent();
+        for (CUgraphExec g : graphs.values()) cuGraphExecDestroy(g);
+        graphs.clear();
+        cuMemFreeHost(hostMetaPtr);
+        cuMemFreeHost(hostLogitsPtr);
+        cuda.close();
+    }
+}

@@ -1,0 +1,146 @@
+package io.dejavu.engine.cuda;
+
+/**
+ * Typed launches of decoder.cu's kernels: grid shapes and argument order live here and nowhere else. All
+ * pointers are device addresses (0 = none). Sizes and FLOPs of each kernel are documented in decoder.cu.
+ */
+final class DecoderKernels {
+    /** Up to this many tokens a linear layer runs as GEMV (weights read once per 16 tokens); above, on tensor cores. */
+    static final int GEMV_MAX_TOKENS = 16;
+    /**
+     * Up to this many tokens the GEMV applies the LayerNorm itself; every block recomputes the statistics, which
+     * costs little for one or two rows, while more rows are cheaper normalised once by a separate kernel.
+     */
+    static final int FUSED_LAYER_NORM_TOKENS = 2;
+    private static final int GEMV_WARPS = 8;
+    private static final int GEMV_SHARED_BYTES = 40 * 1024;  // dynamic; static shared memory comes on top
+    private static final int[] GEMV_TILES = {1, 2, 4, 8, 16};
+    private static final int[] GEMV_ROWS_PER_WARP = {1, 1, 2, 2, 2};
+    private static final int GEMM_TILE = 128;
+    /** decoder.cu's GEMM_SHARED_BYTES: 3 stages of 128x64 A and W tiles, rows padded by 8. */
+    static final int GEMM_SHARED_BYTES = 3 * (128 + 128) * 72 * 2;
+    static final int ATTENTION_THREADS = 128;
+
+    private final CudaContext cuda;
+
+    DecoderKernels(CudaContext cuda) {
+        this.cuda = cuda;
+    }
+
+    private static int blocks(long n, int per) {
+        return (int) ((n + per - 1) / per);
+    }
+
+    void embedF32(int tokens, long tokenIds, long positions, long tokenTable, long positionTable, long x, int width) {
+        cuda.launch("embed_f32", tokens, 1, 1, 256, 0, tokenIds, positions, tokenTable, positionTable, x, width);
+    }
+
+    void embedF16(int tokens, long tokenIds, long tokenTable, long out, int width) {
+        cuda.launch("embed_f16", tokens, 1, 1, 256, 0, tokenIds, tokenTable, out, width);
+    }
+
+    void addPositions(int tokens, long x, long positions, long positionTable, int width) {
+        cuda.launch("add_positions", tokens, 1, 1, 256, 0, x, positions, positionTable, width);
+    }
+
+    /** LayerNorm of fp32 rows into fp32 (in place allowed) or fp16. */
+    void layerNorm(int rows, long x, long out, boolean outF16, long gamma, long beta, int width) {
+        cuda.launch(outF16 ? "layer_norm_f16" : "layer_norm_f32", rows, 1, 1, 256, 0, x, out, gamma, beta, width);
+    }
+
+    void toHalf(long n, long x, long out) {
+        cuda.launch("convert_f32_f16", Math.min(blocks(n, 256), 4096), 1, 1, 256, 0, x, out, n);
+    }
+
+    void gatherRows(int rows, long x, long index, long out, int width) {
+        cuda.launch("gather_rows_f32", rows, 1, 1, 256, 0, x, index, out, width);
+    }
+
+    /**
+     * out = epilogue(input · W^T) for M tokens, W [N][K] fp16 (rows gathered through rowIndex when not 0). Small M
+     * runs the GEMV, which reads fp32 or fp16 input and may apply a LayerNorm (gamma/beta) to it on the way; larger M
+     * runs the tensor-core GEMM, which needs fp16 input already normalised.
+     */
+    void linear(int m, int n, int k, long input, boolean inputF32, long weight, long rowIndex,
+                boolean layerNorm, long lnGamma, long lnBeta, Epilogue epilogue) {
+        if (k % 8 != 0) throw new IllegalArgumentException("linear layer width " + k + " is not a multiple of 8");
+        if (m > FUSED_LAYER_NORM_TOKENS && m <= GEMV_MAX_TOKENS && !inputF32 && !layerNorm && k % 32 == 0) {
+            cuda.launchAs("gemv_mma N=" + n + " K=" + k, "gemv_mma", blocks(n, 16), 1, 1, 256, 0,
+                    input, weight, rowIndex, m, n, k, epilogue.bytes());
+        } else if (m <= GEMV_MAX_TOKENS) {
+            int i = 0;
+            while (GEMV_TILES[i] < m) i++;
+            int tile = GEMV_TILES[i], rows = GEMV_WARPS * GEMV_ROWS_PER_WARP[i];
+            int step = 256 * 4;  // columns a warp reads per step (decoder.cu's 256*U)
+            int limit = GEMV_SHARED_BYTES / 2 / tile;
+            int chunk = k <= limit ? k : limit / step * step;
+            String name = "gemv_" + (inputF32 ? "f32" : "f16") + "_m" + tile;
+            int shared = tile * chunk * 2;
+            // When all of K fits in shared memory the kernel loops over row groups: launch only the blocks that run
+            // at once, so inputs are staged and normalised once per block rather than once per 8 or 16 rows.
+            int grid = chunk >= k ? Math.min(blocks(n, rows), cuda.residentBlocks(name, GEMV_WARPS * 32, shared))
+                    : blocks(n, rows);
+            cuda.launchAs(name + " N=" + n + " K=" + k + (layerNorm ? " +LN" : ""), name, grid,
+                    blocks(m, tile), 1, GEMV_WARPS * 32, shared,
+                    input, weight, rowIndex, m, n, k, chunk, lnGamma, lnBeta, layerNorm ? 1 : 0, epilogue.bytes());
+        } else {
+            if (inputF32 || layerNorm) throw new IllegalStateException("the GEMM takes normalised fp16 input");
+            cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1, 256,
+                    GEMM_SHARED_BYTES,
+                    input, weight, rowIndex, m, n, k, epilogue.bytes());
+        }
+    }
+
+    static int attentionSharedBytes(int headDim, int partition) {
+        return (headDim + partition + ATTENTION_THREADS * 8) * 4;
+    }
+
+    /**
+     * Attention of each query token over its sequence's cache, split along the sequence into {@code splits} parts
+     * of {@code partition} positions; the last part to finish merges them (counters: one int per (token, head),
+     * zero between launches).
+     */
+    void attention(int tokens, long q, int ldq, long kCache, long vCache, long blockTables, int maxBlocks,
+                   long querySeq, long queryCtx, long out, long partialOut, long partialMaxSum, long counters,
+                   int heads, int headDim, int partition, int splits) {
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        cuda.launch(headDim % 8 == 0 ? "attention_v8" : "attention_v2", heads, tokens, splits, ATTENTION_THREADS,
+                attentionSharedBytes(headDim, partition), q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq,
+                queryCtx, out, partialOut, partialMaxSum, counters, heads, headDim, scale, partition);
+    }
+
+    static final int PREFILL_TILE = 64;
+
+    /** Whether the tiled prefill attention handles this head width (wmma tiles of 16, shared memory). */
+    static boolean tiledAttention(int headDim) {
+        return headDim % 16 == 0 && headDim <= 128;
+    }
+
+    static int prefillAttentionSharedBytes(int headDim) {
+        return 640 * headDim + 30720;  // Q, K, V, P fp16 and S, O fp32 tiles, rows padded (decoder.cu)
+    }
+
+    /** Tiled causal attention over query tiles described by {@code tiles} (see decoder.cu). */
+    void prefillAttention(int tileCount, long q, int ldq, long kCache, long vCache, long blockTables, int maxBlocks,
+                          long tiles, long out, int heads, int headDim) {
+        cuda.launch("attention_prefill", heads, tileCount, 1, 128, prefillAttentionSharedBytes(headDim), q, ldq, kCache,
+                vCache, blockTables, maxBlocks, tiles, out, heads, headDim, (float) (1.0 / Math.sqrt(headDim)));
+    }
+
+    void nextTokens(int rows, long logits, int vocab, long choice, long ids) {
+        cuda.launch("next_tokens", rows, 1, 1, 1024, 0, logits, vocab, choice, ids);
+    }
+
+    void fillRandom(long out, long n, int seed, float scale) {
+        cuda.launch("fill_random_f16", Math.min(blocks(n, 256), 8192), 1, 1, 256, 0, out, n, seed, scale);
+    }
+
+    void fill(long out, long n, float value) {
+        cuda.launch("fill_f16", Math.min(blocks(n, 256), 8192), 1, 1, 256, 0, out, n, value);
+    }
+
+    void copy(long src, long dst, long bytes) {
+        long n = bytes / 16;
+        cuda.launch("copy16", Math.min(blocks(n, 256), 132 * 16), 1, 1, 256, 0, src, dst, n);
+    }
+}
