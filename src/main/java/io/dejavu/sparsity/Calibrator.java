@@ -1,0 +1,211 @@
+package io.dejavu.sparsity;
+
+import io.dejavu.engine.Sequence;
+import io.dejavu.engine.Step;
+import io.dejavu.engine.cpu.CpuEngine;
+import io.dejavu.model.OptConfig;
+import io.dejavu.model.OptModel;
+
+import java.io.PrintStream;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.IntStream;
+
+/**
+ * Calibration as in Deja Vu: run the dense model over a text, record per layer its inputs and labels, train one MLP
+ * and one head predictor per layer, and choose per layer the smallest top-k whose recall of the truly active neurons
+ * on held-out windows reaches the target. Head predictors read the residual stream entering the previous layer
+ * (look-ahead, as the paper); MLP predictors read {@link Options#mlpInput()}. With {@link Options#compareInputs()}
+ * predictors on the other inputs are trained too, only to report their recall at the same k.
+ */
+public final class Calibrator {
+    /** Text tokens per window, as the perplexity protocol: 511 after the BOS id (fewer if the context is shorter). */
+    static final int WINDOW_TEXT_TOKENS = 511;
+
+    /**
+     * @param rank         predictor width r; 0 picks hidden / 8
+     * @param recallTarget MLP recall the chosen k must reach on the validation windows, per layer
+     * @param maxTokens    text tokens of the calibration text used at most
+     * @param thresholds   allow a per-layer score threshold where it keeps fewer neurons than the top-k
+     */
+    public record Options(int rank, int epochs, float learningRate, int batchSize, double recallTarget, int maxTokens,
+                          PredictorInput mlpInput, boolean compareInputs, boolean thresholds, int threads) {
+        public static Options defaults() {
+            return new Options(0, 8, 3e-3f, 256, 0.95, 50_000, PredictorInput.MLP, false, true,
+                    Runtime.getRuntime().availableProcessors());
+        }
+
+        int rankFor(OptConfig c) {
+            return rank > 0 ? rank : Math.max(16, c.hiddenSize() / 4);
+        }
+    }
+
+    public record Outcome(Predictors predictors, Map<String, Object> summary) {
+    }
+
+    private final PrintStream log;
+
+    public Calibrator(PrintStream log) {
+        this.log = log;
+    }
+
+    public Outcome run(OptModel model, int[] textIds, Options o) {
+        OptConfig c = model.config();
+        int[] ids = textIds.length > o.maxTokens() ? Arrays.copyOf(textIds, o.maxTokens()) : textIds;
+        if (ids.length == 0) throw new IllegalArgumentException("the calibration text has no tokens");
+        long start = System.nanoTime();
+        CalibrationData data = collect(model, ids, o.threads());
+        double collectSeconds = (System.nanoTime() - start) / 1e9;
+        int[][] split = split(data);
+        int[] train = split[0], valid = split[1];
+        int rank = o.rankFor(c), layers = c.numHiddenLayers(), heads = c.numAttentionHeads();
+        int labelHeads = (heads + 1) / 2;
+        PredictorTrainer trainer = new PredictorTrainer(o.threads());
+        long perEpoch = (long) rank * (2L * c.hiddenSize() + c.ffnDim() + heads) * (o.compareInputs() ? 3 : 1);
+        Progress progress = new Progress(log, "train", perEpoch * o.epochs() * layers);
+        List<Predictors.Layer> out = new ArrayList<>();
+        long trainStart = System.nanoTime();
+        for (int l = 0; l < layers; l++) {
+            float[] mlpIn = data.predictorInput(l, o.mlpInput()), headsIn = data.predictorInput(l, PredictorInput.LOOKAHEAD);
+            LabelMatrix headLabels = data.topHeads(l, labelHeads);
+            String what = "layer " + (l + 1) + "/" + layers;
+            long mlpUnits = (long) rank * (c.hiddenSize() + c.ffnDim()), headUnits = (long) rank * (c.hiddenSize() + heads);
+            PredictorTrainer.Options mlpOptions = new PredictorTrainer.Options(rank, o.epochs(), o.batchSize(),
+                    o.learningRate(), 0.005f, 17L * l + 1);
+            PredictorTrainer.Options headOptions = new PredictorTrainer.Options(rank, o.epochs(), o.batchSize(),
+                    o.learningRate(), 0f, 17L * l + 2);
+            var mlp = trainer.train(mlpIn, c.hiddenSize(), data.active[l], train, valid, mlpOptions,
+                    e -> progress.advance(mlpUnits, what + " mlp"));
+            var head = trainer.train(headsIn, c.hiddenSize(), headLabels, train, valid, headOptions,
+                    e -> progress.advance(headUnits, what + " heads"));
+            double[] curve = TopK.recallCurve(mlp.predictor(), mlpIn, data.active[l], valid);
+            int k = smallestK(curve, o.recallTarget());
+            Map<String, Object> stats = new LinkedHashMap<>();
+            stats.put("mlp_active_share", round(data.activeShare(l, valid)));
+            stats.put("mlp_kept_share", round((double) k / c.ffnDim()));
+            stats.put("mlp_recall", round(curve[k]));
+            stats.put("mlp_recall_at_half_per_epoch", rounded(mlp.recallPerEpoch()));
+            Map<String, Integer> kByRecall = new LinkedHashMap<>();
+            for (double r : new double[]{0.9, 0.93, 0.95, 0.97, 0.98, 0.99}) kByRecall.put(String.valueOf(r), smallestK(curve, r));
+            stats.put("mlp_k_by_recall", kByRecall);
+            stats.put("heads_overlap_by_keep", rounded(headOverlap(head.predictor(), headsIn, data, l, valid)));
+            if (o.compareInputs()) {
+                Map<String, Object> mlpRecall = new LinkedHashMap<>();
+                for (PredictorInput input : PredictorInput.values()) {
+                    if (input == o.mlpInput()) {
+                        mlpRecall.put(input.wireName, round(curve[k]));
+                        continue;
+                    }
+                    float[] in = data.predictorInput(l, input);
+                    var other = trainer.train(in, c.hiddenSize(), data.active[l], train, valid, mlpOptions,
+                            e -> progress.advance(mlpUnits, what + " mlp, " + input.wireName + " input"));
+                    mlpRecall.put(input.wireName, round(TopK.recallCurve(other.predictor(), in, data.active[l], valid)[k]));
+                }
+                stats.put("mlp_recall_at_k_by_input", mlpRecall);
+                float[] same = data.predictorInput(l, PredictorInput.LAYER);
+                var headSame = trainer.train(same, c.hiddenSize(), headLabels, train, valid, headOptions,
+                        e -> progress.advance(headUnits, what + " heads, layer input"));
+                stats.put("layer_input_heads_overlap_by_keep", rounded(headOverlap(headSame.predictor(), same, data, l, valid)));
+            }
+            // Where a score threshold reaches the recall with fewer neurons on average than the top-k, use it.
+            TopK.Threshold threshold = TopK.thresholdFor(mlp.predictor(), mlpIn, data.active[l], valid, o.recallTarget());
+            boolean byThreshold = o.thresholds() && threshold.keptShare() < (double) k / c.ffnDim();
+            stats.put("mlp_rule", byThreshold ? "threshold" : "top-k");
+            stats.put("mlp_threshold_kept_share", round(threshold.keptShare()));
+            stats.put("mlp_threshold_recall", round(threshold.recall()));
+            out.add(new Predictors.Layer(mlp.predictor(), head.predictor(), k,
+                    byThreshold ? threshold.threshold() : Float.NaN, heads, stats));
+        }
+        Map<String, Object> summary = new LinkedHashMap<>();
+        summary.put("text_tokens", ids.length);
+        summary.put("rows", data.tokens);
+        summary.put("train_rows", train.length);
+        summary.put("validation_rows", valid.length);
+        summary.put("recall_target", o.recallTarget());
+        summary.put("epochs", o.epochs());
+        summary.put("learning_rate", o.learningRate());
+        summary.put("batch_size", o.batchSize());
+        summary.put("collect_seconds", round(collectSeconds));
+        summary.put("train_seconds", round((System.nanoTime() - trainStart) / 1e9));
+        return new Outcome(new Predictors(rank, o.mlpInput(), PredictorInput.LOOKAHEAD, List.copyOf(out)), summary);
+    }
+
+    /** Runs the dense model over windows of the text and records what calibration needs. */
+    private CalibrationData collect(OptModel model, int[] ids, int threads) {
+        OptConfig c = model.config();
+        int window = Math.min(WINDOW_TEXT_TOKENS, c.maxPositionEmbeddings() - 1);
+        int windows = (ids.length + window - 1) / window;
+        int rows = ids.length + windows;
+        CalibrationData data = new CalibrationData(rows, c.numHiddenLayers(), c.hiddenSize(), c.ffnDim(),
+                c.numAttentionHeads());
+        Progress progress = new Progress(log, "collect", rows);
+        try (CpuEngine engine = new CpuEngine(model, threads)) {
+            int base = 0;
+            for (int w = 0; w < windows; w++) {
+                int from = w * window, to = Math.min(ids.length, from + window);
+                int[] input = new int[to - from + 1];
+                input[0] = c.bosTokenId();
+                System.arraycopy(ids, from, input, 1, to - from);
+                try (Sequence s = engine.newSequence()) {
+                    engine.forward(List.of(Step.last(s, input)), data.probe(w, base, input.length));
+                }
+                base += input.length;
+                progress.advance(input.length, "window " + (w + 1) + "/" + windows);
+            }
+        }
+        return data;
+    }
+
+    /** Every tenth window validates; a text of one window validates on every tenth token instead. */
+    private static int[][] split(CalibrationData data) {
+        int windows = data.window[data.tokens - 1] + 1;
+        IntStream all = IntStream.range(0, data.tokens);
+        if (windows < 2) {
+            return new int[][]{IntStream.range(0, data.tokens).filter(t -> t % 10 != 9).toArray(),
+                    IntStream.range(0, data.tokens).filter(t -> t % 10 == 9).toArray()};
+        }
+        int[] valid = all.filter(t -> data.window[t] % 10 == 9 || (windows < 10 && data.window[t] == windows - 1)).toArray();
+        boolean[] isValid = new boolean[data.tokens];
+        for (int t : valid) isValid[t] = true;
+        return new int[][]{IntStream.range(0, data.tokens).filter(t -> !isValid[t]).toArray(), valid};
+    }
+
+    static int smallestK(double[] recallCurve, double target) {
+        for (int k = 0; k < recallCurve.length; k++) if (recallCurve[k] >= target) return k;
+        return recallCurve.length - 1;
+    }
+
+    /**
+     * Element k-1: the share of the true top-k heads (by output norm) that the predictor's top-k holds, averaged over
+     * the tokens, for k = 1..heads.
+     */
+    static double[] headOverlap(LowRankPredictor p, float[] inputs, CalibrationData data, int layer, int[] rows) {
+        int heads = data.heads;
+        double[] overlap = new double[heads];
+        float[] hidden = new float[p.rank()], scores = new float[heads], scratch = new float[heads];
+        int[] predicted = new int[heads], truth = new int[heads];
+        for (int t : rows) {
+            p.scores(inputs, t * p.in(), hidden, scores, 0);
+            for (int k = 1; k <= heads; k++) {
+                TopK.select(scores, 0, heads, k, predicted, scratch);
+                TopK.select(data.headNorms[layer], t * heads, heads, k, truth, scratch);
+                int common = 0;
+                for (int i = 0; i < k; i++) for (int j = 0; j < k; j++) if (predicted[i] == truth[j]) common++;
+                overlap[k - 1] += (double) common / k;
+            }
+        }
+        for (int k = 0; k < heads; k++) overlap[k] /= rows.length;
+        return overlap;
+    }
+
+    private static double round(double x) {
+        return Math.round(x * 10000) / 10000.0;
+    }
+
+    private static double[] rounded(double[] xs) {
+        return Arrays.stream(xs).map(Calibrator::round).toArray();
+    }
+}
