@@ -1,0 +1,380 @@
+package io.dejavu.scheduler;
+
+import io.dejavu.engine.Engine;
+import io.dejavu.engine.Sequence;
+import io.dejavu.engine.Step;
+import io.dejavu.engine.StepSparsity;
+import io.dejavu.generation.FinishReason;
+import io.dejavu.generation.Generation;
+import io.dejavu.generation.TokenOutput;
+import io.dejavu.metrics.ServiceMetrics;
+import io.dejavu.tokenizer.Tokenizer;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import java.util.stream.IntStream;
+
+/**
+ * Continuous batching over one engine, on the engine's own thread. Every iteration retires cancelled requests,
+ * admits waiting ones into free batch slots, and runs ONE engine forward pass holding a decode step for every
+ * running sequence plus prompt chunks of the sequences still prefilling (at most prefillChunkTokens prompt tokens
+ * per pass in all, so that a long prompt does not stall the others' next token). Finished sequences are retired and
+ * their KV caches freed at once. Requests beyond the waiting queue's limit are refused at submission.
+ *
+ * <p>{@link #submit} and {@link #cancel} may be called from any thread; everything else runs on the engine thread,
+ * which alone touches the engine (engines are not thread-safe). An engine failure fails the requests of that pass
+ * only; the scheduler goes on with the others.
+ */
+public final class BatchScheduler {
+    public enum State { STARTING, READY, DRAINING, STOPPED }
+
+    private static final long IDLE_POLL_MILLIS = 50;
+    /** From this many sequences in a step on, their next tokens are sampled in parallel. */
+    private static final int PARALLEL_SAMPLING_BATCH = 8;
+
+    private final Engine engine;
+    private final Tokenizer tokenizer;
+    private final int maxBatchSize;
+    private final int prefillChunkTokens;
+    private final Consumer<GenerationEvent> events;
+    private final ServiceMetrics metrics;
+    private final LinkedBlockingQueue<Active> waiting;
+    /** Queued and running requests by id, for cancellation from other threads. */
+    private final Map<String, Active> active = new ConcurrentHashMap<>();
+    private final List<Active> running = new ArrayList<>();
+    private final CountDownLatch stopped = new CountDownLatch(1);
+    private volatile State state = State.STARTING;
+    /** When the last forward pass ended, while the engine is busy; 0 after an idle spell. */
+    private long lastForwardEnd;
+
+    /**
+     * @param engine taken over: the scheduler closes it when it stops
+     * @param events receives every event, on the engine thread; must not block
+     */
+    public BatchScheduler(Engine engine, Tokenizer tokenizer, int maxBatchSize, int queueLimit, int prefillChunkTokens,
+                          Consumer<GenerationEvent> events, ServiceMetrics metrics) {
+        this.engine = engine;
+        this.tokenizer = tokenizer;
+        this.maxBatchSize = maxBatchSize;
+        this.prefillChunkTokens = prefillChunkTokens;
+        this.events = events;
+        this.metrics = metrics;
+        this.waiting = new LinkedBlockingQueue<>(queueLimit);
+    }
+
+    /** Starts the engine thread. */
+    public void start() {
+        state = State.READY;
+        Thread.ofPlatform().name("dejavu-engine").start(this::run);
+    }
+
+    public State state() {
+        return state;
+    }
+
+    public String backend() {
+        return engine.backend();
+    }
+
+    public int maxBatchSize() {
+        return maxBatchSize;
+    }
+
+    /** Requests queued or running. */
+    public int activeCount() {
+        return active.size();
+    }
+
+    public int waitingCount() {
+        return waiting.size();
+    }
+
+    /**
+     * Queues a request. Its prompt and max_tokens must fit the model's context (the API checks them first).
+     *
+     * @throws IllegalArgumentException when the id is in use, the prompt leaves no room to generate, or the request
+     *                                  asks for sparsity from an engine without predictors
+     */
+    public Admission submit(GenerationRequest request) {
+        int context = engine.config().maxPositionEmbeddings();
+        if (request.promptIds().length >= context) {
+            throw new IllegalArgumentException("the prompt has " + request.promptIds().length
+                    + " tokens; the model's context of " + context + " positions leaves no room to generate");
+        }
+        if (request.sparse() && !engine.sparseAvailable()) {
+            throw new IllegalArgumentException("sparse = true, but the " + engine.backend()
+                    + " engine has no sparsity predictors loaded");
+        }
+        if (state != State.READY) return Admission.SHUTTING_DOWN;
+        Active entry = new Active(request, System.nanoTime());
+        if (active.putIfAbsent(request.id(), entry) != null) {
+            throw new IllegalArgumentException("request id " + request.id() + " is already in use");
+        }
+        if (!waiting.offer(entry)) {
+            active.remove(request.id());
+            return Admission.QUEUE_FULL;
+        }
+        return Admission.ACCEPTED;
+    }
+
+    /** Cancels a queued or running request; it ends with a CANCELLED event within one engine step. */
+    public void cancel(String requestId) {
+        Active entry = active.get(requestId);
+        if (entry != null) entry.cancelled = true;
+    }
+
+    /** Stops admitting new requests; the queued and running ones go on until {@link #cancelAll()}. */
+    public void drain() {
+        if (state == State.READY) state = State.DRAINING;
+    }
+
+    public void cancelAll() {
+        active.values().forEach(entry -> entry.cancelled = true);
+    }
+
+    /** Waits for the engine thread to finish its work after {@link #drain()}. */
+    public boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
+        return stopped.await(timeout, unit);
+    }
+
+    private void run() {
+        try {
+            while (state == State.READY || !active.isEmpty()) {
+                if (running.isEmpty() && !awaitWork()) continue;
+                retireCancelled();
+                admitWaiting();
+                if (!running.isEmpty()) step();
+                metrics.queue(waiting.size(), running.size());
+            }
+        } finally {
+            state = State.STOPPED;
+            try {
+                engine.close();
+            } finally {
+                stopped.countDown();
+            }
+        }
+    }
+
+    /** Blocks briefly for a request when nothing runs; false when none came. */
+    private boolean awaitWork() {
+        metrics.idle();
+        lastForwardEnd = 0;
+        metrics.queue(waiting.size(), 0);
+        try {
+            Active next = waiting.poll(IDLE_POLL_MILLIS, TimeUnit.MILLISECONDS);
+            if (next == null) return false;
+            admit(next);
+            return true;
+        } catch (InterruptedException e) {
+            // Nothing interrupts the engine thread but the JVM going down: stop as a shutdown would, at once.
+            drain();
+            cancelAll();
+            return true;
+        }
+    }
+
+    private void retireCancelled() {
+        for (Iterator<Active> it = running.iterator(); it.hasNext(); ) {
+            Active entry = it.next();
+            if (entry.cancelled) {
+                it.remove();
+                finish(entry, FinishReason.CANCELLED, null);
+            }
+        }
+    }
+
+    private void admitWaiting() {
+        while (running.size() < maxBatchSize) {
+            Active next = waiting.poll();
+            if (next == null) return;
+            admit(next);
+        }
+    }
+
+    private void admit(Active entry) {
+        if (entry.cancelled) {
+            finish(entry, FinishReason.CANCELLED, null);
+            return;
+        }
+        GenerationRequest request = entry.request;
+        int context = engine.config().maxPositionEmbeddings();
+        int room = context - request.promptIds().length;
+        try {
+            entry.generation = new Generation(request.promptIds(),
+                    request.params().withMaxTokens(Math.min(request.params().maxTokens(), room)), tokenizer,
+                    engine.config().eosTokenId());
+            entry.sequence = engine.newSequence();
+        } catch (RuntimeException e) {
+            metrics.error("engine");
+            finish(entry, FinishReason.ERROR, "could not start the generation: " + e.getMessage());
+            return;
+        }
+        metrics.promptTokens(request.promptIds().length);
+        running.add(entry);
+    }
+
+    /** One batched forward pass over every running sequence. */
+    private void step() {
+        List<Step> steps = new ArrayList<>(running.size());
+        List<Active> members = new ArrayList<>(running.size());
+        int prefillBudget = prefillChunkTokens;
+        for (Active entry : running) {
+            int[] prompt = entry.request.promptIds();
+            if (entry.prefilled < prompt.length) {
+                if (prefillBudget == 0) continue;
+                int chunk = Math.min(prefillBudget, prompt.length - entry.prefilled);
+                steps.add(Step.last(entry.sequence, Arrays.copyOfRange(prompt, entry.prefilled, entry.prefilled + chunk)));
+                entry.chunk = chunk;
+                prefillBudget -= chunk;
+            } else {
+                // Deja Vu runs sparse at decode only; prompts stay dense, as the authors' code does.
+                steps.add(Step.last(entry.sequence, entry.nextToken).withSparse(entry.request.sparse()));
+            }
+            members.add(entry);
+        }
+        long start = System.nanoTime();
+        if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
+        List<float[][]> logits;
+        try {
+            logits = engine.forward(steps);
+        } catch (RuntimeException e) {
+            failStep(members, e);
+            return;
+        }
+        long end = System.nanoTime();
+        lastForwardEnd = end;
+        long stepNanos = end - start;
+        StepSparsity sparsity = engine.lastStepSparsity();
+        double[] mlpSkipped = sparsity == null ? null : sparsity.mlpSkipped();
+        double[] headsSkipped = sparsity == null ? null : sparsity.headsSkipped();
+        Object[] sampled = sample(members, logits);
+        int generated = 0;
+        for (int i = 0; i < members.size(); i++) {
+            Active entry = members.get(i);
+            switch (sampled[i]) {
+                case null -> { } // still prefilling
+                case RuntimeException e -> {
+                    metrics.error("sampling");
+                    running.remove(entry);
+                    finish(entry, FinishReason.ERROR, "choosing the next token failed: " + e.getMessage());
+                }
+                case TokenOutput output -> {
+                    generated++;
+                    boolean sparseStep = steps.get(i).sparse();
+                    emitToken(entry, output, sparseStep ? mlpSkipped : null, sparseStep ? headsSkipped : null,
+                            stepNanos, steps.size(), end);
+                    entry.nextToken = output.tokenId();
+                    if (output.finished()) {
+                        running.remove(entry);
+                        finish(entry, output.finish(), null);
+                    }
+                }
+                default -> throw new IllegalStateException("unexpected " + sampled[i]);
+            }
+        }
+        metrics.step(steps.size(), generated, stepNanos, end, mlpSkipped);
+    }
+
+    /**
+     * Picks each member's next token from its logits: per member a {@link TokenOutput}, the RuntimeException that
+     * sampling threw, or null for a member whose prompt is not yet fully prefilled. Sampling is independent per
+     * sequence and, at full vocabulary width, costs enough that a large batch samples in parallel, which keeps the
+     * gap between engine steps short.
+     */
+    private Object[] sample(List<Active> members, List<float[][]> logits) {
+        Object[] sampled = new Object[members.size()];
+        boolean[] ready = new boolean[members.size()];
+        for (int i = 0; i < members.size(); i++) {
+            Active entry = members.get(i);
+            if (entry.chunk > 0) {
+                entry.prefilled += entry.chunk;
+                entry.chunk = 0;
+            }
+            ready[i] = entry.prefilled == entry.request.promptIds().length;
+        }
+        IntStream indexes = IntStream.range(0, members.size());
+        (members.size() >= PARALLEL_SAMPLING_BATCH ? indexes.parallel() : indexes).forEach(i -> {
+            if (!ready[i]) return;
+            float[][] stepLogits = logits.get(i);
+            try {
+                sampled[i] = members.get(i).generation.next(stepLogits[stepLogits.length - 1]);
+            } catch (RuntimeException e) {
+                sampled[i] = e;
+            }
+        });
+        return sampled;
+    }
+
+    /** @param mlpSkipped,headsSkipped the step's per-layer shares skipped when this token's step ran sparse, else null */
+    private void emitToken(Active entry, TokenOutput output, double[] mlpSkipped, double[] headsSkipped, long stepNanos,
+                           int batchSize, long now) {
+        if (entry.firstTokenNanos < 0) {
+            entry.firstTokenNanos = now - entry.submittedNanos;
+            metrics.firstToken(entry.firstTokenNanos / 1e9);
+        } else {
+            metrics.interToken((now - entry.lastTokenNanos) / 1e9);
+        }
+        entry.lastTokenNanos = now;
+        events.accept(new GenerationEvent.Token(entry.request.id(), entry.emitted++, output.tokenId(), output.text(),
+                output.logprob(), output.topLogprobs(), mlpSkipped, headsSkipped, stepNanos, batchSize,
+                now - entry.submittedNanos));
+    }
+
+    /** The engine failed: the sequences of this pass are in an unknown state, so they end; the rest go on. */
+    private void failStep(List<Active> members, RuntimeException e) {
+        String message = "the engine failed: " + (e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName());
+        System.err.println("dejavu: " + message + " (failing " + members.size() + " request(s))");
+        for (Active entry : members) {
+            metrics.error("engine");
+            running.remove(entry);
+            finish(entry, FinishReason.ERROR, message);
+        }
+    }
+
+    private void finish(Active entry, FinishReason reason, String error) {
+        if (entry.sequence != null) {
+            try {
+                entry.sequence.close();
+            } catch (RuntimeException e) {
+                System.err.println("dejavu: freeing the KV cache of " + entry.request.id() + " failed: " + e.getMessage());
+            }
+        }
+        active.remove(entry.request.id());
+        metrics.finished(reason.wireName());
+        long now = System.nanoTime();
+        events.accept(new GenerationEvent.Finish(entry.request.id(), reason, entry.request.promptIds().length,
+                entry.generation == null ? 0 : entry.generation.generatedCount(), error, entry.firstTokenNanos,
+                now - entry.submittedNanos));
+    }
+
+    /** A request's state in the scheduler. */
+    private static final class Active {
+        final GenerationRequest request;
+        final long submittedNanos;
+        volatile boolean cancelled;
+        Generation generation;
+        Sequence sequence;
+        /** Prompt tokens in the KV cache. */
+        int prefilled;
+        /** Prompt tokens in the pass under way. */
+        int chunk;
+        int nextToken;
+        int emitted;
+        long firstTokenNanos = -1;
+        long lastTokenNanos;
+
+        Active(GenerationRequest request, long submittedNanos) {
+            this.request = request;
+            this.submittedNanos = submittedNanos;
+        }
+    }
+}

@@ -1,0 +1,135 @@
+package io.dejavu.server;
+
+import io.dejavu.api.EngineClient;
+import io.dejavu.api.EngineStatus;
+import io.dejavu.config.ServiceConfig;
+import io.dejavu.engine.Engine;
+import io.dejavu.engine.cpu.CpuEngine;
+import io.dejavu.metrics.ServiceMetrics;
+import io.dejavu.model.OptModel;
+import io.dejavu.scheduler.BatchScheduler;
+import io.dejavu.scheduler.GenerationEvent;
+import io.dejavu.scheduler.GenerationRequest;
+import io.dejavu.tokenizer.Tokenizer;
+import io.vertx.core.Future;
+import io.vertx.core.VerticleBase;
+import io.vertx.core.eventbus.EventBus;
+
+import java.util.Locale;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BiFunction;
+
+/**
+ * The inference worker: loads the model, owns the engine and runs the continuous batcher on the engine's own
+ * thread. Deployed as a worker verticle because loading blocks; requests and cancellations arrive over the event
+ * bus, and each request's events go back to its own address as objects (see {@link LocalCodec}).
+ */
+final class InferenceVerticle extends VerticleBase {
+    private final ServiceConfig config;
+    private final Tokenizer tokenizer;
+    private final ServiceMetrics metrics;
+    private final BiFunction<String, OptModel, Engine> engines;
+    private final SparsitySetup sparsity;
+    private volatile BatchScheduler scheduler;
+    /** Sparse requests can run: the engine took the predictors. */
+    private volatile boolean sparseAvailable;
+    private volatile String failure;
+    private OptModel model;
+
+    InferenceVerticle(ServiceConfig config, Tokenizer tokenizer, ServiceMetrics metrics,
+                      BiFunction<String, OptModel, Engine> engines, SparsitySetup sparsity) {
+        this.config = config;
+        this.sparsity = sparsity;
+        this.tokenizer = tokenizer;
+        this.metrics = metrics;
+        this.engines = engines;
+    }
+
+    @Override
+    public Future<?> start() {
+        long begin = System.nanoTime();
+        System.err.printf("dejavu: loading %s (backend %s) ...%n", config.model(), config.backend());
+        Engine engine;
+        try {
+            model = OptModel.load(config.model());
+            engine = engines.apply(config.backend(), model);
+            attachPredictors(engine);
+        } catch (RuntimeException e) {
+            failure = e.getMessage();
+            if (model != null) model.close();
+            return Future.failedFuture(e);
+        }
+        EventBus eventBus = vertx.eventBus();
+        BatchScheduler batcher = new BatchScheduler(engine, tokenizer, config.maxBatchSize(), config.queueLimit(),
+                config.prefillChunkTokens(),
+                event -> eventBus.send(EngineClient.eventsAddress(event.requestId()), event), metrics);
+        eventBus.<GenerationRequest>consumer(EngineClient.GENERATE_ADDRESS, message -> {
+            try {
+                message.reply(batcher.submit(message.body()));
+            } catch (IllegalArgumentException e) {
+                message.fail(400, e.getMessage());
+            }
+        });
+        eventBus.<String>consumer(EngineClient.CANCEL_ADDRESS, message -> batcher.cancel(message.body()));
+        batcher.start();
+        scheduler = batcher;
+        System.err.printf(Locale.ROOT, "dejavu: engine %s ready in %.1f s (max batch %d, queue limit %d)%n",
+                engine.backend(), (System.nanoTime() - begin) / 1e9, config.maxBatchSize(), config.queueLimit());
+        return Future.succeededFuture();
+    }
+
+    /** Gives the engine the predictors, when there are any and it can run them; logs what sparsity the server offers. */
+    private void attachPredictors(Engine engine) {
+        if (sparsity.predictors() == null) {
+            System.err.println("dejavu: sparsity " + sparsity.source() + "; requests run dense");
+            return;
+        }
+        if (!(engine instanceof CpuEngine cpu)) {
+            // Only the CPU engine takes predictors so far; a sparse request then gets a 400, not a silent dense answer.
+            System.err.println("dejavu: sparsity off: the " + engine.backend() + " engine cannot run the predictors of "
+                    + sparsity.source() + "; requests run dense");
+            return;
+        }
+        cpu.attachPredictors(sparsity.predictors());
+        sparseAvailable = engine.sparseAvailable();
+        System.err.printf(Locale.ROOT, "dejavu: sparsity on: predictors %s; requests without \"sparse\" run %s%n",
+                sparsity.source(), config.sparseDefault() ? "sparse" : "dense");
+    }
+
+    /** Whether requests may ask for sparse execution. */
+    boolean sparseAvailable() {
+        return sparseAvailable;
+    }
+
+    /**
+     * Graceful stop: no new requests; the queued and running ones get shutdown_grace_seconds to finish, then the
+     * rest are cancelled (their clients get a "cancelled" finish).
+     */
+    @Override
+    public Future<?> stop() throws InterruptedException {
+        BatchScheduler batcher = scheduler;
+        if (batcher != null) {
+            batcher.drain();
+            if (!batcher.awaitStopped(config.shutdownGraceSeconds(), TimeUnit.SECONDS)) {
+                System.err.printf("dejavu: cancelling %d unfinished request(s)%n", batcher.activeCount());
+                batcher.cancelAll();
+                if (!batcher.awaitStopped(30, TimeUnit.SECONDS)) {
+                    System.err.println("dejavu: the engine did not stop within 30 s of cancelling");
+                    return Future.succeededFuture();
+                }
+            }
+        }
+        if (model != null) model.close();
+        return Future.succeededFuture();
+    }
+
+    EngineStatus status() {
+        BatchScheduler batcher = scheduler;
+        if (batcher == null) {
+            return new EngineStatus(failure == null ? "loading" : "failed", config.backend(), failure, 0, 0,
+                    config.maxBatchSize());
+        }
+        return new EngineStatus(batcher.state().name().toLowerCase(Locale.ROOT), batcher.backend(), null,
+                batcher.activeCount() - batcher.waitingCount(), batcher.waitingCount(), batcher.maxBatchSize());
+    }
+}

@@ -1,0 +1,244 @@
+package io.dejavu.scheduler;
+
+import io.dejavu.engine.Engine;
+import io.dejavu.engine.Sequence;
+import io.dejavu.engine.Step;
+import io.dejavu.engine.cpu.CpuEngine;
+import io.dejavu.generation.FinishReason;
+import io.dejavu.generation.Generation;
+import io.dejavu.generation.GenerationParams;
+import io.dejavu.generation.Generator;
+import io.dejavu.generation.Prompts;
+import io.dejavu.metrics.ServiceMetrics;
+import io.dejavu.model.OptConfig;
+import io.dejavu.model.OptModel;
+import io.dejavu.sampling.SamplingParams;
+import io.dejavu.tokenizer.Tokenizer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Continuous batching on the real CPU engine with opt-demo. */
+class BatchSchedulerTest {
+    private static final Path MODEL = Path.of("models/opt-demo");
+    private static OptModel model;
+    private static Tokenizer tokenizer;
+    private final BlockingQueue<GenerationEvent> events = new LinkedBlockingQueue<>();
+    private RecordingEngine engine;
+    private BatchScheduler scheduler;
+
+    @BeforeAll
+    static void load() {
+        model = OptModel.load(MODEL);
+        tokenizer = Tokenizer.load(MODEL);
+    }
+
+    @AfterAll
+    static void unload() {
+        model.close();
+    }
+
+    @AfterEach
+    void stopScheduler() throws InterruptedException {
+        scheduler.drain();
+        scheduler.cancelAll();
+        assertTrue(scheduler.awaitStopped(30, TimeUnit.SECONDS));
+        assertEquals(0, engine.open.get(), "every KV cache is freed");
+    }
+
+    /** The CPU engine, recording the shape of every forward pass and counting open sequences. */
+    private static final class RecordingEngine implements Engine {
+        final Engine engine = new CpuEngine(model, 1);
+        final List<int[]> passes = new CopyOnWriteArrayList<>();
+        final AtomicInteger open = new AtomicInteger();
+
+        @Override
+        public OptConfig config() {
+            return engine.config();
+        }
+
+        @Override
+        public String backend() {
+            return engine.backend();
+        }
+
+        @Override
+        public Sequence newSequence() {
+            Sequence sequence = engine.newSequence();
+            open.incrementAndGet();
+            return new Counted(sequence);
+        }
+
+        /** The engine's sequence, counted while open. */
+        private final class Counted implements Sequence {
+            final Sequence sequence;
+
+            Counted(Sequence sequence) {
+                this.sequence = sequence;
+            }
+
+            @Override
+            public int length() {
+                return sequence.length();
+            }
+
+            @Override
+            public void close() {
+                sequence.close();
+                open.decrementAndGet();
+            }
+        }
+
+        @Override
+        public List<float[][]> forward(List<Step> steps) {
+            passes.add(steps.stream().mapToInt(s -> s.tokens().length).toArray());
+            return engine.forward(steps.stream()
+                    .map(s -> new Step(((Counted) s.sequence()).sequence, s.tokens(), s.allLogits())).toList());
+        }
+
+        @Override
+        public void close() {
+            engine.close();
+        }
+    }
+
+    private void start(int maxBatch, int queueLimit, int prefillChunk) {
+        engine = new RecordingEngine();
+        scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, events::add,
+                new ServiceMetrics());
+        scheduler.start();
+    }
+
+    private static int[] prompt(String text) {
+        return Prompts.withBos(tokenizer, model.config(), text);
+    }
+
+    private static GenerationParams greedy(int maxTokens) {
+        return GenerationParams.of(maxTokens, SamplingParams.greedy());
+    }
+
+    /** Waits until every id finished; returns each one's token ids, checking they arrive in order and once. */
+    private Map<String, List<Integer>> collect(List<String> ids, Map<String, FinishReason> reasons) throws InterruptedException {
+        Map<String, List<Integer>> tokens = new HashMap<>();
+        ids.forEach(id -> tokens.put(id, new ArrayList<>()));
+        return collect(tokens, reasons);
+    }
+
+    /** As above, given the tokens already seen per id; events of other ids are skipped. */
+    private Map<String, List<Integer>> collect(Map<String, List<Integer>> tokens, Map<String, FinishReason> reasons)
+            throws InterruptedException {
+        int finished = 0;
+        while (finished < tokens.size()) {
+            GenerationEvent event = events.poll(120, TimeUnit.SECONDS);
+            assertNotNull(event, "no event within 120 s");
+            if (!tokens.containsKey(event.requestId())) continue;
+            switch (event) {
+                case GenerationEvent.Token token -> {
+                    List<Integer> list = tokens.get(token.requestId());
+                    assertEquals(list.size(), token.index(), "token indexes run 0, 1, 2, ...");
+                    list.add(token.tokenId());
+                }
+                case GenerationEvent.Finish finish -> {
+                    assertEquals(tokens.get(finish.requestId()).size(), finish.completionTokens());
+                    reasons.put(finish.requestId(), finish.reason());
+                    finished++;
+                }
+            }
+        }
+        return tokens;
+    }
+
+    @Test
+    void batchedChunkedGenerationEqualsEachRequestAlone() throws InterruptedException {
+        start(3, 16, 5);
+        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
+                "Mr. Speaker, Mr. President, distinguished Members of Congress");
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < texts.size(); i++) {
+            ids.add("r" + i);
+            assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(10))));
+        }
+        Map<String, FinishReason> reasons = new HashMap<>();
+        Map<String, List<Integer>> batched = collect(ids, reasons);
+
+        try (Engine alone = new CpuEngine(model, 1)) {
+            Generator generator = new Generator(alone, tokenizer);
+            for (int i = 0; i < texts.size(); i++) {
+                Generation expected = generator.generate(prompt(texts.get(i)), greedy(10), output -> { });
+                assertArrayEquals(expected.generatedIds(), batched.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
+                        "request " + i + " batched with others and prefilled in chunks");
+                assertEquals(expected.finishReason(), reasons.get("r" + i));
+            }
+        }
+        for (int[] pass : engine.passes) {
+            assertTrue(pass.length <= 3, "at most max_batch_size sequences per pass");
+            int prefill = 0;
+            for (int tokens : pass) if (tokens > 1) prefill += tokens;
+            assertTrue(prefill <= 5, "at most prefill_chunk_tokens prompt tokens per pass");
+        }
+    }
+
+    /** A long prompt is prefilled in chunks while a running sequence gets a token at every pass. */
+    @Test
+    void aLongPromptDoesNotStallTheRunningSequence() throws InterruptedException {
+        start(4, 16, 8);
+        scheduler.submit(new GenerationRequest("short", prompt("The"), greedy(40)));
+        GenerationEvent first = events.poll(60, TimeUnit.SECONDS);
+        assertTrue(first instanceof GenerationEvent.Token);
+        int[] longPrompt = prompt("And God said, Let there be light: and there was light. ".repeat(4));
+        assertTrue(longPrompt.length > 40);
+        int before = engine.passes.size();
+        scheduler.submit(new GenerationRequest("long", longPrompt, greedy(2)));
+        collect(List.of("long"), new HashMap<>());
+        List<int[]> prefillPasses = engine.passes.subList(before, engine.passes.size()).stream()
+                .filter(pass -> Arrays.stream(pass).anyMatch(t -> t > 1)).toList();
+        assertTrue(prefillPasses.size() >= longPrompt.length / 8, "the prompt went in chunks of at most 8");
+        for (int[] pass : prefillPasses) {
+            assertTrue(Arrays.stream(pass).anyMatch(t -> t == 1), "the running sequence decodes in the same pass");
+        }
+    }
+
+    @Test
+    void cancellingFreesTheSlotAtTheNextStep() throws InterruptedException {
+        start(1, 4, 64);
+        scheduler.submit(new GenerationRequest("a", prompt("And the LORD"), greedy(500)));
+        scheduler.submit(new GenerationRequest("b", prompt("The"), greedy(3)));
+        GenerationEvent first = events.poll(60, TimeUnit.SECONDS);
+        assertTrue(first instanceof GenerationEvent.Token token && token.requestId().equals("a"));
+        scheduler.cancel("a");
+        Map<String, FinishReason> reasons = new HashMap<>();
+        collect(new HashMap<>(Map.of("a", new ArrayList<>(List.of(((GenerationEvent.Token) first).tokenId())),
+                "b", new ArrayList<>())), reasons);
+        assertEquals(FinishReason.CANCELLED, reasons.get("a"));
+        assertEquals(FinishReason.LENGTH, reasons.get("b"));
+    }
+
+    @Test
+    void aFullQueueRefusesAtOnce() throws InterruptedException {
+        start(1, 1, 64);
+        scheduler.submit(new GenerationRequest("running", prompt("The"), greedy(500)));
+        assertTrue(events.poll(60, TimeUnit.SECONDS) instanceof GenerationEvent.Token);
+        assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("waiting", prompt("The"), greedy(1))));
+        assertEquals(Admission.QUEUE_FULL, scheduler.submit(new GenerationRequest("refused", prompt("The"), greedy(1))));
+        scheduler.drain();
+        assertEquals(Admission.SHUTTING_DOWN, scheduler.submit(new GenerationRequest("late", prompt("The"), greedy(1))));
+    }
+}
