@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fills a device folder (default .device of the repository, git-ignored) with what gpu-check.sh needs on the GPU machine:
+# the fat jar, the compiled tests and a JUnit launcher, the tiny golden models and these scripts. Run after
+# `mvn -DskipTests package test-compile`; jre.tar.xz comes from ../shared/device/make-jre.sh.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+dst=${1:-$root/.device}
+shared=${SHARED:-$root/../shared}
+m2=${M2:-$HOME/.m2/repository}
+mkdir -p "$dst/junit" "$dst/shared/golden"
+cp "$root/target/dejavu-serve.jar" "$dst/"
+rm -rf "$dst/test-classes" && cp -r "$root/target/test-classes" "$dst/test-classes"
+cp "$root"/scripts/gpu/*.py "$root"/scripts/gpu/gpu-check.sh "$dst/"
+for jar in org/junit/platform/junit-platform-launcher/1.13.4/junit-platform-launcher-1.13.4.jar \
+           org/junit/platform/junit-platform-engine/1.13.4/junit-platform-engine-1.13.4.jar \
+           org/junit/platform/junit-platform-commons/1.13.4/junit-platform-commons-1.13.4.jar \
+           org/junit/jupiter/junit-jupiter-api/5.13.4/junit-jupiter-api-5.13.4.jar \
+           org/junit/jupiter/junit-jupiter-engine/5.13.4/junit-jupiter-engine-5.13.4.jar \
+           org/junit/jupiter/junit-jupiter-params/5.13.4/junit-jupiter-params-5.13.4.jar \
+           org/opentest4j/opentest4j/1.3.0/opentest4j-1.3.0.jar \
+           org/apiguardian/apiguardian-api/1.1.2/apiguardian-api-1.1.2.jar; do
+  cp "$m2/$jar" "$dst/junit/"
+done
+javac -d "$dst" -cp "$(ls "$dst"/junit/*.jar | tr '\n' ':')" "$root/scripts/gpu/GpuTestMain.java"
+for g in opt-tiny-preln opt-tiny-postln-proj; do
+  rm -rf "$dst/shared/golden/$g" && cp -r "$shared/golden/$g" "$dst/shared/golden/"
+done
+cp "$shared"/golden/opt-tiny-preln-reference.json "$shared"/golden/opt-tiny-postln-proj-reference.json "$dst/shared/golden/"
+chmod -R u+w "$dst/shared"
+du -sh "$dst"
