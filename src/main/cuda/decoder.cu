@@ -4,22 +4,7 @@
 //
 // Shapes: T tokens in a forward pass, h hidden, f ffn width, V vocabulary, H heads of width d, S sequences.
 // KV cache: per layer two pools [block][head][BLOCK_TOKENS][d] fp16; a token's slot = block * BLOCK_TOKENS + offset.
-#include <cuda_fp16.h>
-#include <mma.h>
-#include <stdint.h>
-
-#define BLOCK_TOKENS 16
-
-// Programmatic dependent launch (sm_90): the engine launches every kernel allowed to start while its predecessor
-// drains; each kernel waits here for its predecessor's completion (and memory) before touching activations, and at
-// once lets its own successor be scheduled. The wait comes first in every kernel, before any early exit, so that
-// completion stays transitive along the stream. The GEMVs issue their first weight loads before waiting.
-__device__ __forceinline__ void pdl_wait_and_release() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
+#include "common.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Epilogue shared by the GEMV and the GEMM: v = acc (+ bias[n]) (relu) (+ residual[m][n]), stored as fp32 or fp16,
@@ -33,6 +18,8 @@ struct Epilogue {
     half* kCache;           // this layer's K pool, or null
     half* vCache;
     const int* slots;       // [M] cache slot of each token (-1: padding, not stored)
+    const int* outIndex;    // [N] column each computed row lands in (row-gathered weights), or null: column n
+    const int* biasIndex;   // [N] bias element of each computed row (row-gathered weights, compact output), or null
     int ld;
     int relu;
     int heads;
@@ -41,8 +28,9 @@ struct Epilogue {
     int pad;
 };
 
-__device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int n, float v) {
-    if (e.bias) v += __half2float(e.bias[n]);
+__device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int row, float v) {
+    const int n = e.outIndex ? e.outIndex[row] : row;
+    if (e.bias) v += __half2float(e.bias[e.biasIndex ? e.biasIndex[row] : n]);
     if (e.relu) v = fmaxf(v, 0.f);
     if (e.kCache) {
         if (n < e.hidden) { e.outF16[(size_t)m * e.ld + n] = __float2half_rn(v); return; }
@@ -59,71 +47,6 @@ __device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int n, 
     if (e.residual) v += e.residual[at];
     if (e.outF32) e.outF32[at] = v;
     else e.outF16[at] = __float2half_rn(v);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ float block_sum(float v, float* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float r = lane < warps ? scratch[lane] : 0.f;
-    return warp_sum(r);
-}
-
-__device__ float block_max(float v, float* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float r = lane < warps ? scratch[lane] : -INFINITY;
-    return warp_max(r);
-}
-
-// Four consecutive inputs (16-byte aligned for fp32, 8-byte for fp16) as floats.
-__device__ __forceinline__ void load4(const float* p, float* v) {
-    float4 f = *reinterpret_cast<const float4*>(p);
-    v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-}
-__device__ __forceinline__ void load4(const half* p, float* v) {
-    uint2 u = *reinterpret_cast<const uint2*>(p);
-    float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x)), b = __half22float2(*reinterpret_cast<half2*>(&u.y));
-    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
-}
-
-// Weights are read once per step: bypass L1 so the activations that are reused stay there.
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-
-__device__ __forceinline__ float dot8(uint4 w, uint4 x) {
-    const half2* a = reinterpret_cast<const half2*>(&w);
-    const half2* b = reinterpret_cast<const half2*>(&x);
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 fa = __half22float2(a[i]), fb = __half22float2(b[i]);
-        s = fmaf(fa.x, fb.x, s);
-        s = fmaf(fa.y, fb.y, s);
-    }
-    return s;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -214,14 +137,15 @@ extern "C" __global__ void gather_rows_f32(const float* __restrict__ x, const in
 // Moves N*K*2 bytes of weights once (the floor at batch 1: nothing else is comparable), plus M*K*(2|4) of input per
 // block from L2; 2*M*N*K FLOPs in fp32 FMA. Each warp owns R output rows; each lane reads 16 bytes of a row per load
 // and keeps UNROLL*R loads in flight; the tokens' inputs are staged (optionally LayerNorm'ed, fp32 statistics) as
-// fp16 in shared memory, in chunks of kChunk columns. rowIndex (null = dense) gathers weight rows: the sparse MLP
-// stores only the selected fc1 rows / fc2 columns (transposed) and passes their indices here.
+// fp16 in shared memory, in chunks of kChunk columns. Input rows are ldx apart. rowIndex (null = dense) gathers
+// weight rows, and nCount (null = N) reads how many from the device, so that a step captured once in a graph serves
+// any selection: the sparse attention's Q rows of the selected heads (Epilogue.outIndex puts each where it belongs).
 #define GEMV_WARPS 8
 
 template <typename TIn, int MT, int R, int U>
-__device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, const int* __restrict__ rowIndex,
-                     int M, int N, int K, int kChunk, const half* lnGamma, const half* lnBeta, int layerNorm,
-                     const Epilogue& e) {
+__device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict__ W, const int* __restrict__ rowIndex,
+                     const int* __restrict__ nCount, int M, int N, int K, int kChunk, const half* lnGamma,
+                     const half* lnBeta, int layerNorm, const Epilogue& e) {
     extern __shared__ __align__(16) unsigned char smemRaw[];
     half* xs = reinterpret_cast<half*>(smemRaw);
     __shared__ float mean[MT], rstd[MT];
@@ -229,6 +153,14 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
     const int m0 = blockIdx.y * MT;
     const int mCount = min(MT, M - m0);
 
+    // Row indices and counts come from the kernel before: wait for it before reading them. Otherwise the first
+    // weights are loaded before waiting (see loadWeights below).
+    const bool gathered = rowIndex != nullptr || nCount != nullptr;
+    if (gathered) {
+        pdl_wait_and_release();
+        if (nCount) N = *nCount;
+        if (N <= 0 || (kChunk < K && blockIdx.x * GEMV_WARPS * R >= N)) return;
+    }
     const int rowBase = (blockIdx.x * GEMV_WARPS + warp) * R;
     const half* wRow[R];
 #pragma unroll
@@ -249,7 +181,7 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
     };
     uint4 wCur[U][R];
     loadWeights(wCur, wRow, 0, true);
-    pdl_wait_and_release();
+    if (!gathered) pdl_wait_and_release();
 
     if (layerNorm) {  // row statistics, two passes, all threads over 4-element pieces
         __shared__ float red[GEMV_WARPS][MT];
@@ -260,7 +192,7 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
             if (m < mCount)
                 for (int k = threadIdx.x * 4; k < K; k += blockDim.x * 4) {
                     float v[4];
-                    load4(x + (size_t)(m0 + m) * K + k, v);
+                    load4(x + (size_t)(m0 + m) * ldx + k, v);
                     part[m] += (v[0] + v[1]) + (v[2] + v[3]);
                 }
             part[m] = warp_sum(part[m]);
@@ -279,7 +211,7 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
             if (m < mCount)
                 for (int k = threadIdx.x * 4; k < K; k += blockDim.x * 4) {
                     float v[4];
-                    load4(x + (size_t)(m0 + m) * K + k, v);
+                    load4(x + (size_t)(m0 + m) * ldx + k, v);
 #pragma unroll
                     for (int j = 0; j < 4; j++) { float d = v[j] - mean[m]; part[m] += d * d; }
                 }
@@ -301,7 +233,7 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
             int m = i / quads, k = (i - m * quads) * 4;
             float v[4] = {0.f, 0.f, 0.f, 0.f};
             if (m < mCount) {
-                load4(x + (size_t)(m0 + m) * K + k0 + k, v);
+                load4(x + (size_t)(m0 + m) * ldx + k0 + k, v);
                 if (layerNorm) {
 #pragma unroll
                     for (int j = 0; j < 4; j++) {
@@ -408,9 +340,9 @@ __device__ void gemv(const TIn* __restrict__ x, const half* __restrict__ W, cons
 
 #define GEMV_KERNEL(NAME, TIN, MT, R, U, MIN_BLOCKS)                                                                \
     extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, MIN_BLOCKS)                                      \
-    NAME(const TIN* x, const half* W, const int* rowIndex, int M, int N, int K, int kChunk, const half* lnGamma,    \
-         const half* lnBeta, int layerNorm, Epilogue e) {                                                          \
-        gemv<TIN, MT, R, U>(x, W, rowIndex, M, N, K, kChunk, lnGamma, lnBeta, layerNorm, e);                           \
+    NAME(const TIN* x, int ldx, const half* W, const int* rowIndex, const int* nCount, int M, int N, int K,          \
+         int kChunk, const half* lnGamma, const half* lnBeta, int layerNorm, Epilogue e) {                         \
+        gemv<TIN, MT, R, U>(x, ldx, W, rowIndex, nCount, M, N, K, kChunk, lnGamma, lnBeta, layerNorm, e);          \
     }
 // Unroll U = 4 (four 16-byte loads in flight per lane, the next four issued before the math); at one or two tokens
 // registers capped so that 4 blocks (32 warps) share a multiprocessor.
@@ -424,6 +356,10 @@ GEMV_KERNEL(gemv_f16_m2, half, 2, 1, 4, 4)
 GEMV_KERNEL(gemv_f16_m4, half, 4, 2, 4, 1)
 GEMV_KERNEL(gemv_f16_m8, half, 8, 2, 4, 1)
 GEMV_KERNEL(gemv_f16_m16, half, 16, 2, 4, 1)
+// Short rows (K <= 512: the predictors' second layer, K = rank): four rows a warp, so that each lane still keeps
+// eight 16-byte loads in flight.
+GEMV_KERNEL(gemv_f16_m1_short, half, 1, 4, 2, 2)
+GEMV_KERNEL(gemv_f16_m2_short, half, 2, 4, 2, 2)
 
 // Small-batch GEMM on tensor cores for 3..16 tokens (batched decode): the same weight stream as the GEMV, but the
 // products run as mma.m16n8k16 (fp16 in, fp32 accumulate), so 16 tokens cost little more than one. A block owns 16
@@ -442,9 +378,11 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
 #define MMAV_STEPS 4
 #define MMAV_SPLITS 8
 extern "C" __global__ void __launch_bounds__(256)
-gemv_mma(const half* __restrict__ x, const half* __restrict__ W, const int* __restrict__ rowIndex, int M, int N,
-         int K, Epilogue e) {
+gemv_mma(const half* __restrict__ x, int ldx, const half* __restrict__ W, const int* __restrict__ rowIndex,
+         const int* __restrict__ nCount, int M, int N, int K, Epilogue e) {
     pdl_wait_and_release();
+    if (nCount) N = *nCount;
+    if (blockIdx.x * 16 >= N) return;
     __shared__ float red[MMAV_SPLITS - 1][32][8];
     const int split = threadIdx.x >> 5, lane = threadIdx.x & 31;  // each warp: one K-split of the block's 16 rows
     const int group = lane >> 2, tig = lane & 3;
@@ -453,8 +391,8 @@ gemv_mma(const half* __restrict__ x, const half* __restrict__ W, const int* __re
     const half* w0 = W + (size_t)(rowIndex ? rowIndex[r0] : r0) * K + tig * 8;
     const half* w1 = W + (size_t)(rowIndex ? rowIndex[r1] : r1) * K + tig * 8;
     const bool tok0 = group < M, tok1 = group + 8 < M;
-    const half* x0 = x + (size_t)(tok0 ? group : 0) * K + tig * 8;
-    const half* x1 = x + (size_t)(tok1 ? group + 8 : 0) * K + tig * 8;
+    const half* x0 = x + (size_t)(tok0 ? group : 0) * ldx + tig * 8;
+    const half* x1 = x + (size_t)(tok1 ? group + 8 : 0) * ldx + tig * 8;
     const int steps = K / 32, per = (steps + MMAV_SPLITS - 1) / MMAV_SPLITS;
     const int s0 = split * per, s1 = min(steps, s0 + per);
     float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -607,6 +545,8 @@ gemm_f16(const half* __restrict__ A, const half* __restrict__ W, const int* __re
 // per position (VEC-wide loads along the head); output: threads split into groups of d/VEC that walk interleaved
 // positions, then add up in shared memory. With splits > 1 each split writes unnormalised partial outputs and
 // (max, sum), and the last split to finish merges them (merge_splits); else the output directly. OPT scales q by d^-0.5 after the bias.
+// headMask (null = every head): the heads a sparse step computes; the others' blocks leave at once and their output
+// is not written (the sparse out_proj reads only the selected heads').
 #define ATT_THREADS 128
 
 template <int VEC> struct Vec;
@@ -656,9 +596,11 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
                                const half* __restrict__ vCache, const int* __restrict__ blockTables, int maxBlocks,
                                const int* __restrict__ querySeq, const int* __restrict__ queryCtx,
                                half* __restrict__ out, float* __restrict__ partialOut,
-                               float* __restrict__ partialMaxSum, int* __restrict__ counters, int heads, int headDim,
-                               float scale, int partition) {
+                               float* __restrict__ partialMaxSum, int* __restrict__ counters,
+                               const unsigned* __restrict__ headMask, int heads, int headDim, float scale,
+                               int partition) {
     pdl_wait_and_release();
+    if (headMask && !((headMask[blockIdx.x >> 5] >> (blockIdx.x & 31)) & 1u)) return;
     using V = typename Vec<VEC>::T;
     extern __shared__ float att[];  // [headDim] query, [partition] scores, [ATT_THREADS * VEC] reduction
     float* qs = att;
@@ -738,9 +680,9 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
     extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                      \
     NAME(const half* q, int ldq, const half* kCache, const half* vCache, const int* blockTables, int maxBlocks,     \
          const int* querySeq, const int* queryCtx, half* out, float* partialOut, float* partialMaxSum,             \
-         int* counters, int heads, int headDim, float scale, int partition) {                                      \
+         int* counters, const unsigned* headMask, int heads, int headDim, float scale, int partition) {            \
         attention_impl<VEC>(q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq, queryCtx, out, partialOut,   \
-                            partialMaxSum, counters, heads, headDim, scale, partition);                            \
+                            partialMaxSum, counters, headMask, heads, headDim, scale, partition);                  \
     }
 ATTENTION_KERNEL(attention_v8, 8)
 ATTENTION_KERNEL(attention_v2, 2)

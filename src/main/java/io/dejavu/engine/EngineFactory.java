@@ -3,6 +3,7 @@ package io.dejavu.engine;
 import io.dejavu.engine.cpu.CpuEngine;
 import io.dejavu.engine.cuda.CudaEngine;
 import io.dejavu.model.OptModel;
+import io.dejavu.sparsity.Predictors;
 
 /** Makes the engine the backend setting asks for: cpu, cuda, or auto (cuda when it is available, else cpu). */
 public final class EngineFactory {
@@ -37,13 +38,32 @@ public final class EngineFactory {
         return resolved.equals("cuda") ? "cuda (auto)" : "cpu (auto: " + cudaMissingReason() + ")";
     }
 
+    /** Makes an engine for a backend name and a loaded model, able to run the predictors when they are not null. */
+    @FunctionalInterface
+    public interface Maker {
+        Engine create(String backend, OptModel model, Predictors predictors);
+    }
+
     /**
      * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
      */
     public static Engine create(String backend, OptModel model) {
+        return create(backend, model, null);
+    }
+
+    /**
+     * The engine, with Deja Vu sparse steps enabled when predictors are given.
+     *
+     * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
+     */
+    public static Engine create(String backend, OptModel model, Predictors predictors) {
         return switch (resolve(backend)) {
-            case "cpu" -> new CpuEngine(model);
-            case "cuda" -> CudaEngine.load(model, CudaEngine.Options.defaults());
+            case "cpu" -> {
+                CpuEngine cpu = new CpuEngine(model);
+                if (predictors != null) cpu.attachPredictors(predictors);
+                yield cpu;
+            }
+            case "cuda" -> CudaEngine.load(model, CudaEngine.Options.defaults(), predictors);
             default -> throw new IllegalStateException("unreachable: " + backend);
         };
     }

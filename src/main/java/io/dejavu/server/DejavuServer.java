@@ -4,10 +4,8 @@ import io.dejavu.engine.EngineFactory;
 import io.dejavu.api.ApiContext;
 import io.dejavu.api.HttpApiVerticle;
 import io.dejavu.config.ServiceConfig;
-import io.dejavu.engine.Engine;
 import io.dejavu.metrics.ServiceMetrics;
 import io.dejavu.model.OptConfig;
-import io.dejavu.model.OptModel;
 import io.dejavu.scheduler.Admission;
 import io.dejavu.scheduler.GenerationEvent;
 import io.dejavu.scheduler.GenerationRequest;
@@ -19,7 +17,6 @@ import io.vertx.core.Vertx;
 import io.vertx.core.eventbus.EventBus;
 
 import java.util.concurrent.ExecutionException;
-import java.util.function.BiFunction;
 
 /**
  * The running service: the HTTP/WebSocket verticles (one per core unless configured) and the inference worker,
@@ -49,11 +46,10 @@ public final class DejavuServer implements AutoCloseable {
      * Starts the server and returns once it listens and the engine is ready.
      *
      * @param modelName the id the API lists and accepts for the model
-     * @param engines   makes the engine for a backend name and a loaded model
+     * @param engines   makes the engine for a backend name, a loaded model and the predictors (or null)
      * @throws IllegalStateException when it cannot start, with the reason
      */
-    public static DejavuServer start(ServiceConfig config, String modelName,
-                                     BiFunction<String, OptModel, Engine> engines) {
+    public static DejavuServer start(ServiceConfig config, String modelName, EngineFactory.Maker engines) {
         // The tokenizer and config are read first: a wrong model directory fails here, before anything listens.
         Tokenizer tokenizer = Tokenizer.load(config.model());
         OptConfig modelConfig = OptConfig.read(config.model());

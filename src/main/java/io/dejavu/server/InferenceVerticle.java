@@ -4,7 +4,7 @@ import io.dejavu.api.EngineClient;
 import io.dejavu.api.EngineStatus;
 import io.dejavu.config.ServiceConfig;
 import io.dejavu.engine.Engine;
-import io.dejavu.engine.cpu.CpuEngine;
+import io.dejavu.engine.EngineFactory;
 import io.dejavu.metrics.ServiceMetrics;
 import io.dejavu.model.OptModel;
 import io.dejavu.scheduler.BatchScheduler;
@@ -17,7 +17,6 @@ import io.vertx.core.eventbus.EventBus;
 
 import java.util.Locale;
 import java.util.concurrent.TimeUnit;
-import java.util.function.BiFunction;
 
 /**
  * The inference worker: loads the model, owns the engine and runs the continuous batcher on the engine's own
@@ -28,7 +27,7 @@ final class InferenceVerticle extends VerticleBase {
     private final ServiceConfig config;
     private final Tokenizer tokenizer;
     private final ServiceMetrics metrics;
-    private final BiFunction<String, OptModel, Engine> engines;
+    private final EngineFactory.Maker engines;
     private final SparsitySetup sparsity;
     private volatile BatchScheduler scheduler;
     /** Sparse requests can run: the engine took the predictors. */
@@ -37,7 +36,7 @@ final class InferenceVerticle extends VerticleBase {
     private OptModel model;
 
     InferenceVerticle(ServiceConfig config, Tokenizer tokenizer, ServiceMetrics metrics,
-                      BiFunction<String, OptModel, Engine> engines, SparsitySetup sparsity) {
+                      EngineFactory.Maker engines, SparsitySetup sparsity) {
         this.config = config;
         this.sparsity = sparsity;
         this.tokenizer = tokenizer;
@@ -52,8 +51,8 @@ final class InferenceVerticle extends VerticleBase {
         Engine engine;
         try {
             model = OptModel.load(config.model());
-            engine = engines.apply(config.backend(), model);
-            attachPredictors(engine);
+            engine = engines.create(config.backend(), model, sparsity.predictors());
+            reportSparsity(engine);
         } catch (RuntimeException e) {
             failure = e.getMessage();
             if (model != null) model.close();
@@ -78,20 +77,18 @@ final class InferenceVerticle extends VerticleBase {
         return Future.succeededFuture();
     }
 
-    /** Gives the engine the predictors, when there are any and it can run them; logs what sparsity the server offers. */
-    private void attachPredictors(Engine engine) {
+    /** Logs what sparsity the server offers; a sparse request to an engine without it gets a 400, not a dense answer. */
+    private void reportSparsity(Engine engine) {
         if (sparsity.predictors() == null) {
             System.err.println("dejavu: sparsity " + sparsity.source() + "; requests run dense");
             return;
         }
-        if (!(engine instanceof CpuEngine cpu)) {
-            // Only the CPU engine takes predictors so far; a sparse request then gets a 400, not a silent dense answer.
-            System.err.println("dejavu: sparsity off: the " + engine.backend() + " engine cannot run the predictors of "
+        sparseAvailable = engine.sparseAvailable();
+        if (!sparseAvailable) {
+            System.err.println("dejavu: sparsity off: this " + engine.backend() + " engine does not run the predictors of "
                     + sparsity.source() + "; requests run dense");
             return;
         }
-        cpu.attachPredictors(sparsity.predictors());
-        sparseAvailable = engine.sparseAvailable();
         System.err.printf(Locale.ROOT, "dejavu: sparsity on: predictors %s; requests without \"sparse\" run %s%n",
                 sparsity.source(), config.sparseDefault() ? "sparse" : "dense");
     }

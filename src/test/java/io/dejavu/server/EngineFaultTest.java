@@ -54,7 +54,7 @@ class EngineFaultTest {
 
     @BeforeAll
     static void start() {
-        server = TestServer.start(Map.of(), (backend, model) -> new FailingOnce(new CpuEngine(model)));
+        server = TestServer.start(Map.of(), (backend, model, predictors) -> new FailingOnce(new CpuEngine(model)));
     }
 
     @AfterAll

@@ -2,8 +2,6 @@ package io.dejavu.server;
 
 import io.dejavu.engine.EngineFactory;
 import io.dejavu.config.ServiceConfig;
-import io.dejavu.engine.Engine;
-import io.dejavu.model.OptModel;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -16,7 +14,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
-import java.util.function.BiFunction;
 
 /** A real server on a free loopback port with the shipped opt-demo model and the CPU engine, and an HTTP client. */
 final class TestServer implements AutoCloseable {
@@ -33,7 +30,7 @@ final class TestServer implements AutoCloseable {
         return start(settings, EngineFactory::create);
     }
 
-    static TestServer start(Map<String, String> settings, BiFunction<String, OptModel, Engine> engines) {
+    static TestServer start(Map<String, String> settings, EngineFactory.Maker engines) {
         int port = freePort();
         Map<String, String> all = new HashMap<>(Map.of("model", "models/opt-demo", "backend", "cpu",
                 "host", "127.0.0.1", "port", Integer.toString(port), "http_instances", "1",

@@ -23,23 +23,27 @@ import java.util.Map;
 import static jcuda.driver.JCudaDriver.*;
 
 /**
- * A CUDA context on one device with the decoder's kernels loaded and one stream. Every CUDA call's result is checked
- * (JCuda throws on any error). The context is current on one thread at a time: the engine makes it current at each
- * entry ({@link #makeCurrent()}), so callers must not use one engine from two threads at once.
+ * A CUDA context on one device with the kernels loaded (decoder.cu, sparse.cu), a main stream and a side stream.
+ * Launches go to the main stream, or to the side stream inside {@link #onSideStream}: the sparse step computes the
+ * predictions for the next layer there while the main stream runs the current one. Every CUDA call's result is
+ * checked (JCuda throws on any error). The context is current on one thread at a time: the engine makes it current
+ * at each entry ({@link #makeCurrent()}), so callers must not use one engine from two threads at once.
  */
 final class CudaContext implements AutoCloseable {
     static final String KERNELS = "/cuda/decoder.fatbin";
+    private static final List<String> MODULES = List.of(KERNELS, "/cuda/sparse.fatbin");
 
     private final CUcontext context = new CUcontext();
-    private final CUmodule module = new CUmodule();
-    private final CUstream stream = new CUstream();
+    private final List<CUmodule> modules = new ArrayList<>();
+    private final CUstream stream = new CUstream(), sideStream = new CUstream();
+    private CUstream current = stream;
     private final Map<String, CUfunction> functions = new HashMap<>();
     private final List<DeviceMemory> allocations = new ArrayList<>();
     private final String deviceName;
     private final long totalMemory;
 
     CudaContext(int deviceIndex) {
-        byte[] fatbin = kernels();
+        List<byte[]> fatbins = MODULES.stream().map(CudaContext::kernels).toList();
         try {
             JCudaDriver.setExceptionsEnabled(true);
             cuInit(0);
@@ -62,8 +66,13 @@ final class CudaContext implements AutoCloseable {
             throw new CudaUnavailableException("CUDA driver not usable: "
                     + String.valueOf(e.getMessage()).lines().findFirst().orElse(""));
         }
-        cuModuleLoadData(module, fatbin);
+        for (byte[] fatbin : fatbins) {
+            CUmodule module = new CUmodule();
+            cuModuleLoadData(module, fatbin);
+            modules.add(module);
+        }
         cuStreamCreate(stream, 0);
+        cuStreamCreate(sideStream, 0);
         streamHandle = DependentLaunch.handle(stream);
         int[] major = {0};
         cuDeviceGetAttribute(major, jcuda.driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
@@ -92,7 +101,7 @@ final class CudaContext implements AutoCloseable {
 
     /** Why CUDA cannot be used here, or null when it can (loads the driver but creates no context). */
     static String unavailableReason() {
-        if (CudaContext.class.getResource(KERNELS) == null) {
+        if (MODULES.stream().anyMatch(m -> CudaContext.class.getResource(m) == null)) {
             return "this build has no CUDA kernels (nvcc was not found when it was built)";
         }
         try {
@@ -107,10 +116,10 @@ final class CudaContext implements AutoCloseable {
         }
     }
 
-    private static byte[] kernels() {
-        try (InputStream in = CudaContext.class.getResourceAsStream(KERNELS)) {
+    private static byte[] kernels(String resource) {
+        try (InputStream in = CudaContext.class.getResourceAsStream(resource)) {
             if (in == null) {
-                throw new CudaUnavailableException("this build has no CUDA kernels (" + KERNELS
+                throw new CudaUnavailableException("this build has no CUDA kernels (" + resource
                         + " missing: nvcc was not found when it was built)");
             }
             byte[] bytes = in.readAllBytes();
@@ -118,7 +127,7 @@ final class CudaContext implements AutoCloseable {
             System.arraycopy(bytes, 0, terminated, 0, bytes.length);
             return terminated;
         } catch (IOException e) {
-            throw new CudaUnavailableException("cannot read " + KERNELS + ": " + e.getMessage());
+            throw new CudaUnavailableException("cannot read " + resource + ": " + e.getMessage());
         }
     }
 
@@ -142,13 +151,58 @@ final class CudaContext implements AutoCloseable {
 
     CUfunction function(String name) {
         return functions.computeIfAbsent(name, n -> {
-            CUfunction f = new CUfunction();
-            cuModuleGetFunction(f, module, n);
-            return f;
+            for (CUmodule module : modules) {
+                CUfunction f = new CUfunction();
+                try {
+                    cuModuleGetFunction(f, module, n);
+                    return f;
+                } catch (CudaException notInThisModule) {
+                    // try the next module
+                }
+            }
+            throw new IllegalStateException("no kernel named " + n + " in " + MODULES);
         });
     }
 
+    /**
+     * Issues {@code work}'s launches on the side stream, ordered after everything issued on the main stream so far;
+     * the returned event completes with them ({@link #waitFor}). Works eagerly and inside a graph capture (the side
+     * stream joins the capture through the event).
+     */
+    void onSideStream(CUevent fork, CUevent done, Runnable work) {
+        cuEventRecord(fork, stream);
+        cuStreamWaitEvent(sideStream, fork, 0);
+        current = sideStream;
+        try {
+            work.run();
+        } finally {
+            current = stream;
+        }
+        cuEventRecord(done, sideStream);
+    }
+
+    /** Orders the main stream's next launches after an event of {@link #onSideStream}. */
+    void waitFor(CUevent done) {
+        cuStreamWaitEvent(stream, done, 0);
+    }
+
+    /** An event for ordering only (no timing). */
+    CUevent newEvent() {
+        CUevent e = new CUevent();
+        cuEventCreate(e, jcuda.driver.CUevent_flags.CU_EVENT_DISABLE_TIMING);
+        events.add(e);
+        return e;
+    }
+
+    private final List<CUevent> events = new ArrayList<>();
+
     private final Map<String, Integer> resident = new HashMap<>();
+
+    int multiprocessors() {
+        int[] sms = {0};
+        cuDeviceGetAttribute(sms, jcuda.driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, deviceOf());
+        return sms[0];
+    }
 
     /** How many blocks of a kernel run at once on the whole GPU (occupancy per multiprocessor x multiprocessors). */
     int residentBlocks(String kernel, int blockThreads, int sharedBytes) {
@@ -195,6 +249,7 @@ final class CudaContext implements AutoCloseable {
     }
 
     void synchronize() {
+        cuStreamSynchronize(sideStream);
         cuStreamSynchronize(stream);
     }
 
@@ -224,19 +279,19 @@ final class CudaContext implements AutoCloseable {
         if (profile != null) {
             start = new CUevent();
             cuEventCreate(start, 0);
-            cuEventRecord(start, stream);
+            cuEventRecord(start, current);
         }
-        if (dependentLaunch) {
+        if (dependentLaunch && current == stream) {
             DependentLaunch.launch(DependentLaunch.handle(function(kernel)), streamHandle, gridX, gridY, gridZ, block,
                     sharedBytes, args);
         } else {
-            cuLaunchKernel(function(kernel), gridX, gridY, gridZ, block, 1, 1, sharedBytes, stream, Pointer.to(params),
+            cuLaunchKernel(function(kernel), gridX, gridY, gridZ, block, 1, 1, sharedBytes, current, Pointer.to(params),
                     null);
         }
         if (profile != null) {
             CUevent stop = new CUevent();
             cuEventCreate(stop, 0);
-            cuEventRecord(stop, stream);
+            cuEventRecord(stop, current);
             profile.add(new Timed(label, start, stop));
         }
     }
@@ -285,8 +340,10 @@ final class CudaContext implements AutoCloseable {
     public void close() {
         makeCurrent();
         for (DeviceMemory m : List.copyOf(allocations)) free(m);
+        for (CUevent e : events) cuEventDestroy(e);
+        cuStreamDestroy(sideStream);
         cuStreamDestroy(stream);
-        cuModuleUnload(module);
+        for (CUmodule module : modules) cuModuleUnload(module);
         cuCtxDestroy(context);
     }
 }

@@ -3,9 +3,11 @@ package io.dejavu.engine.cuda;
 import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
+import io.dejavu.engine.StepSparsity;
 import io.dejavu.engine.TokenChoice;
 import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
+import io.dejavu.sparsity.Predictors;
 import jcuda.Pointer;
 import jcuda.driver.CUgraph;
 import jcuda.driver.CUgraphExec;
@@ -30,6 +32,13 @@ import static jcuda.driver.JCudaDriver.*;
  * A forward pass of up to {@code maxBatchTokens} tokens (longer batches run in several passes, prompts split into
  * chunks) runs the linear layers as GEMV at up to 16 tokens (decode: bound by reading the weights once) and on
  * tensor cores above; a decode step of single tokens is captured once per batch size as a CUDA graph and replayed.
+ *
+ * <p>Deja Vu: with predictors ({@link DevicePredictors}), a decode step of up to {@value DevicePredictors#MAX_TOKENS}
+ * sparse tokens computes only the union of its tokens' selected MLP neurons and attention heads: the fused sparse MLP
+ * reads the selected rows of fc1 and of fc2 transposed; attention computes q, the attention and out_proj of the
+ * selected heads only, and k and v of every head, so the KV cache stays exact for later tokens whatever they select.
+ * The predictions for layer l + 1 run on a side stream during layer l's attention. A pass with any dense or multi-token step
+ * runs dense (the union with a dense member is everything), and so do prompts, as in the authors' code.
  *
  * <p>Threading: one engine is used by one thread at a time (the context is made current at each call); calls from
  * several threads at once must be serialised by the caller, as the {@link Engine} contract says.
@@ -108,10 +117,20 @@ public final class CudaEngine implements Engine {
     private final Pointer hostMetaPtr = new Pointer(), hostLogitsPtr = new Pointer();
     private final ByteBuffer hostMeta, hostLogits;
     private final Map<Integer, CUgraphExec> graphs = new HashMap<>();
+    /** Null without predictors. */
+    private final DevicePredictors predictors;
+    private final Pointer hostCountsPtr = new Pointer();
+    private final ByteBuffer hostCounts;
+    private StepSparsity lastSparsity;
     private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
     private boolean closed;
 
-    private CudaEngine(CudaContext cuda, DeviceWeights weights, Options options) {
+    /** Sets up the sparse path on an engine's weights (before the KV cache takes the free memory), or null. */
+    interface SparsitySetup {
+        DevicePredictors create(CudaContext cuda, DecoderKernels kernels, DeviceWeights weights);
+    }
+
+    private CudaEngine(CudaContext cuda, DeviceWeights weights, Options options, SparsitySetup sparsity) {
         this.cuda = cuda;
         this.kernels = new DecoderKernels(cuda);
         this.weights = weights;
@@ -173,6 +192,12 @@ public final class CudaEngine implements Engine {
         hostLogits = pinned(hostLogitsPtr, 4L * maxRows * vocab);
         int attentionShared = DecoderKernels.attentionSharedBytes(headDim,
                 Math.max(DECODE_PARTITION, roundUp(config.maxPositionEmbeddings(), 32)));
+        predictors = sparsity == null ? null : sparsity.create(cuda, kernels, weights);
+        if (predictors != null) {
+            System.err.printf("[cuda] sparse path: %.1f MiB of predictors and transposed weights%n",
+                    predictors.extraBytes / 1048576.0);
+        }
+        hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
         cuda.allowSharedMemory("gemm_f16", DecoderKernels.GEMM_SHARED_BYTES);
         if (DecoderKernels.tiledAttention(headDim)) {
             cuda.allowSharedMemory("attention_prefill", DecoderKernels.prefillAttentionSharedBytes(headDim));
@@ -205,11 +230,24 @@ public final class CudaEngine implements Engine {
         return unavailableReason() == null;
     }
 
-    /** Uploads a loaded model's weights to the GPU. */
+    /** Uploads a model's weights to the GPU. */
     public static CudaEngine load(OptModel model, Options options) {
+        return load(model, options, null);
+    }
+
+    /**
+     * Uploads a model's weights and, when predictors are given, sets up Deja Vu sparse decoding with them (steps
+     * may then ask for it, {@link Step#sparse()}).
+     */
+    public static CudaEngine load(OptModel model, Options options, Predictors predictors) {
+        if (predictors != null && !model.config().activationFunction().equals("relu")) {
+            throw new IllegalArgumentException("contextual sparsity needs ReLU neurons; this model uses "
+                    + model.config().activationFunction());
+        }
         CudaContext cuda = new CudaContext(options.device());
         try {
-            return new CudaEngine(cuda, DeviceWeights.upload(cuda, model.weights()), options);
+            return new CudaEngine(cuda, DeviceWeights.upload(cuda, model.weights()), options, predictors == null ? null
+                    : (c, k, w) -> DevicePredictors.upload(c, k, w, predictors));
         } catch (RuntimeException e) {
             cuda.close();
             throw e;
@@ -218,13 +256,61 @@ public final class CudaEngine implements Engine {
 
     /** An engine over pseudo-random weights made on the GPU with a config's shapes (benchmarks). */
     public static CudaEngine random(OptConfig config, Options options, int seed) {
+        return random(config, options, seed, null);
+    }
+
+    /** Pseudo-random predictors for {@link #random}: rank, and the top-k kept per token of neurons and heads. */
+    public record RandomSparsity(int rank, int mlpK, int headsKeep) {
+    }
+
+    /**
+     * The same with pseudo-random predictors (look-ahead inputs, top-k per token), for the sparse benchmark: its speed
+     * depends on how many rows the selections keep, not on which.
+     */
+    public static CudaEngine random(OptConfig config, Options options, int seed, RandomSparsity sparsity) {
         CudaContext cuda = new CudaContext(options.device());
         try {
-            return new CudaEngine(cuda, DeviceWeights.random(cuda, new DecoderKernels(cuda), config, seed), options);
+            DecoderKernels k = new DecoderKernels(cuda);
+            return new CudaEngine(cuda, DeviceWeights.random(cuda, k, config, seed), options, sparsity == null ? null
+                    : (c, kk, w) -> DevicePredictors.random(c, kk, w, sparsity.rank(), sparsity.mlpK(),
+                    sparsity.headsKeep(), seed + 1000));
         } catch (RuntimeException e) {
             cuda.close();
             throw e;
         }
+    }
+
+    @Override
+    public boolean sparseAvailable() {
+        return predictors != null;
+    }
+
+    @Override
+    public StepSparsity lastStepSparsity() {
+        return lastSparsity;
+    }
+
+    /**
+     * Every layer keeps the top mlpK neurons and headsKeep heads per token from now on (random predictors of the
+     * benchmark); drops the captured graphs, whose kernel arguments held the old point.
+     */
+    void setSparseOperatingPoint(int mlpK, int headsKeep) {
+        if (predictors == null) throw new IllegalStateException("no predictors");
+        predictors.setOperatingPoint(mlpK, headsKeep);
+        dropGraphs();
+    }
+
+    /** Where the look-ahead predictions run from now on (the benchmark's ablations); drops the captured graphs. */
+    void placePredictions(DevicePredictors.Placement placement) {
+        if (predictors == null) throw new IllegalStateException("no predictors");
+        predictors.place(placement);
+        dropGraphs();
+    }
+
+    private void dropGraphs() {
+        cuda.makeCurrent();
+        for (CUgraphExec g : graphs.values()) cuGraphExecDestroy(g);
+        graphs.clear();
     }
 
     @Override
@@ -329,7 +415,8 @@ public final class CudaEngine implements Engine {
     }
 
     /** A piece of a step that goes into one pass: tokens [from, to) of the step. */
-    private record Piece(int step, CudaSequence sequence, int[] tokens, int from, int to, boolean allLogits) {
+    private record Piece(int step, CudaSequence sequence, int[] tokens, int from, int to, boolean allLogits,
+                         boolean sparse) {
         int count() {
             return to - from;
         }
@@ -343,6 +430,11 @@ public final class CudaEngine implements Engine {
         checkOpen();
         cuda.makeCurrent();
         validate(steps);
+        lastSparsity = null;
+        int layers = config.numHiddenLayers();
+        tallyMlp = new double[layers];
+        tallyHeads = new double[layers];
+        tallyTokens = 0;
         List<Piece> pass = new ArrayList<>();
         int tokens = 0, rows = 0;
         for (int s = 0; s < steps.size(); s++) {
@@ -359,7 +451,7 @@ public final class CudaEngine implements Engine {
                     tokens = rows = 0;
                     continue;
                 }
-                Piece piece = new Piece(s, seq, step.tokens(), from, from + take, step.allLogits());
+                Piece piece = new Piece(s, seq, step.tokens(), from, from + take, step.allLogits(), step.sparse());
                 pass.add(piece);
                 tokens += take;
                 rows += piece.rows();
@@ -372,7 +464,18 @@ public final class CudaEngine implements Engine {
             }
         }
         if (!pass.isEmpty()) runPass(pass, choices, logitsOut, nextOut);
+        if (tallyTokens > 0) {
+            for (int l = 0; l < layers; l++) {
+                tallyMlp[l] /= tallyTokens;
+                tallyHeads[l] /= tallyTokens;
+            }
+            lastSparsity = new StepSparsity(tallyMlp, tallyHeads);
+        }
     }
+
+    /** What the sparse tokens of this run's passes computed, summed over them (see {@link #lastStepSparsity}). */
+    private double[] tallyMlp, tallyHeads;
+    private int tallyTokens;
 
     private void validate(List<Step> steps) {
         if (steps.isEmpty()) throw new IllegalArgumentException("forward needs at least one step");
@@ -399,15 +502,20 @@ public final class CudaEngine implements Engine {
     }
 
     private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
-        int t = 0, r = 0, maxCtx = 0;
-        boolean decode = true;
+        int t = 0, r = 0, maxCtx = 0, sparseTokens = 0;
+        boolean decode = true, allSparse = true;
         for (Piece piece : pieces) {
             piece.sequence().reserve(cache, piece.count());
             t += piece.count();
             r += piece.rows();
             maxCtx = Math.max(maxCtx, piece.sequence().length() + piece.count());
             decode &= piece.count() == 1 && piece.rows() == 1;
+            allSparse &= piece.sparse();
+            if (piece.sparse()) sparseTokens += piece.count();
         }
+        // The sparse MLP keeps its fp32 ReLU outputs in the ffn buffer (sized for maxTokens fp16 rows).
+        boolean sparse = predictors != null && decode && allSparse
+                && t <= Math.min(DevicePredictors.MAX_TOKENS, maxTokens / 2);
         int s = pieces.size();
         // Metadata, one upload: tokens, positions, slots, query's sequence, query's context, logit rows [T each],
         // block tables [S][maxBlocks], token choices [R][4].
@@ -463,13 +571,15 @@ public final class CudaEngine implements Engine {
         if (options.poison()) cuMemsetD16Async(scratch.ptr(0), (short) 0x7E00, scratch.bytes() / 2, cuda.stream());
 
         if (decode && options.cudaGraphs() && !cuda.profiling() && t <= Math.min(MAX_SPLIT_TOKENS, maxRows)) {
-            CUgraphExec graph = graphs.get(t);
+            int key = sparse ? -t : t;
+            CUgraphExec graph = graphs.get(key);
             if (graph == null) {
                 cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
                 CUgraph captured = new CUgraph();
                 try {
                     int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
-                    encode(t, s, r, partition, (config.maxPositionEmbeddings() + partition - 1) / partition, 0);
+                    encode(t, s, r, partition, (config.maxPositionEmbeddings() + partition - 1) / partition, 0,
+                            sparse);
                 } catch (RuntimeException e) {
                     try {
                         cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
@@ -483,15 +593,16 @@ public final class CudaEngine implements Engine {
                 cuGraphInstantiate(graph, captured, 0);
                 cuGraphUpload(graph, cuda.stream());  // so that the first replay does not pay for it
                 cuGraphDestroy(captured);
-                graphs.put(t, graph);
+                graphs.put(key, graph);
             }
             cuGraphLaunch(graph, cuda.stream());
         } else if (t <= MAX_SPLIT_TOKENS) {
             int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
-            encode(t, s, r, partition, (maxCtx + partition - 1) / partition, 0);
+            encode(t, s, r, partition, (maxCtx + partition - 1) / partition, 0, sparse);
         } else {
-            encode(t, s, r, roundUp(maxCtx, 32), 1, tiles);
+            encode(t, s, r, roundUp(maxCtx, 32), 1, tiles, false);
         }
+        if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
 
         if (nextOut != null) {
             kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids);
@@ -518,10 +629,26 @@ public final class CudaEngine implements Engine {
             }
         }
         for (Piece piece : pieces) piece.sequence().advance(piece.count());
+        if (sparseTokens > 0) tally(sparse, sparseTokens);
+    }
+
+    /** Adds a pass's sparse tokens to the run's figures: the counts its selections left, or all for a dense pass. */
+    private void tally(boolean ranSparse, int tokens) {
+        double[][] shares = null;
+        if (ranSparse) {
+            int[] counted = new int[4 * config.numHiddenLayers()];
+            hostCounts.clear().asIntBuffer().get(counted);
+            shares = predictors.shares(counted);
+        }
+        for (int l = 0; l < tallyMlp.length; l++) {
+            tallyMlp[l] += tokens * (shares == null ? 1 : shares[0][l]);
+            tallyHeads[l] += tokens * (shares == null ? 1 : shares[1][l]);
+        }
+        tallyTokens += tokens;
     }
 
     /** Issues one pass's kernels on the stream (also while capturing a graph: no host work in here). */
-    private void encode(int t, int s, int r, int partition, int splits, int tiles) {
+    private void encode(int t, int s, int r, int partition, int splits, int tiles, boolean sparse) {
         long tilesAddr = meta.at(4L * (6 * t + s * maxBlocks + 4 * r));
         long tokens = meta.at(0), positions = meta.at(4L * t), slots = meta.at(8L * t), querySeq = meta.at(12L * t),
                 queryCtx = meta.at(16L * t), rowIndex = meta.at(20L * t), tables = meta.at(24L * t);
@@ -538,22 +665,50 @@ public final class CudaEngine implements Engine {
         }
         for (int l = 0; l < w.layers.size(); l++) {
             DeviceWeights.Layer layer = w.layers.get(l);
+            // The predictors reading this layer's input must read it before the layer adds to it.
+            if (sparse) predictors.predictFrom(l, t, x, normed);
+            boolean sparseHeads = sparse && predictors.headsSparse(l);
             Epilogue qkv = Epilogue.qkv(layer.qkvBias(), queries, cache.keys(l), cache.values(l), slots, heads, headDim);
-            linearFromResidual(t, 3 * h, layer.qkvWeight(), preLn, layer.attnNormGamma(), layer.attnNormBeta(), qkv, gemv);
+            if (sparseHeads) {
+                predictors.awaitHeads(l);
+                long rows = predictors.qkvRows(l);
+                linearFromResidual(t, 3 * h, layer.qkvWeight(), rows, predictors.qkvRowCount(l), preLn,
+                        layer.attnNormGamma(), layer.attnNormBeta(), qkv.scatteredBy(rows), gemv);
+            } else {
+                linearFromResidual(t, 3 * h, layer.qkvWeight(), 0, 0, preLn, layer.attnNormGamma(),
+                        layer.attnNormBeta(), qkv, gemv);
+            }
+            if (sparse) predictors.predictAhead(l, t);
             if (tiles > 0) {
                 kernels.prefillAttention(tiles, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks,
                         tilesAddr, attended, heads, headDim);
             } else {
                 kernels.attention(t, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks, querySeq, queryCtx,
-                        attended, partialOut, partialMaxSum, counters.address(), heads, headDim, partition, splits);
+                        attended, partialOut, partialMaxSum, counters.address(),
+                        sparseHeads ? predictors.headMask(l) : 0, heads, headDim, partition, splits);
             }
-            kernels.linear(t, h, h, attended, false, layer.outWeight(), 0, false, 0, 0,
-                    Epilogue.f32(layer.outBias(), x, x, h));
+            if (sparseHeads) {
+                kernels.sparseDown(t, 0, 0, attended, predictors.outT[l], layer.outBias(), predictors.outRows(l),
+                        predictors.outRowCount(l), h, x);
+            } else {
+                kernels.linear(t, h, h, attended, false, layer.outWeight(), 0, false, 0, 0,
+                        Epilogue.f32(layer.outBias(), x, x, h));
+            }
             if (!preLn) kernels.layerNorm(t, x, x, false, layer.attnNormGamma(), layer.attnNormBeta(), h);
-            linearFromResidual(t, f, layer.fc1Weight(), preLn, layer.mlpNormGamma(), layer.mlpNormBeta(),
-                    Epilogue.f16(layer.fc1Bias(), true, ffn, f), gemv);
-            kernels.linear(t, h, f, ffn, false, layer.fc2Weight(), 0, false, 0, 0,
-                    Epilogue.f32(layer.fc2Bias(), x, x, h));
+            if (sparse && predictors.mlpSparse(l)) {
+                // The selected rows of fc1 (ReLU outputs in the order of the selection, fp32, in the ffn buffer),
+                // then the same rows of fc2 transposed.
+                predictors.awaitMlp(l, t, x, normed);
+                long neurons = predictors.neurons(l), count = predictors.neuronCount(l);
+                linearFromResidual(t, f, layer.fc1Weight(), neurons, count, preLn, layer.mlpNormGamma(),
+                        layer.mlpNormBeta(), Epilogue.gatheredRelu(layer.fc1Bias(), neurons, ffn, f), gemv);
+                kernels.sparseDown(t, ffn, f, 0, predictors.fc2T[l], layer.fc2Bias(), neurons, count, h, x);
+            } else {
+                linearFromResidual(t, f, layer.fc1Weight(), 0, 0, preLn, layer.mlpNormGamma(), layer.mlpNormBeta(),
+                        Epilogue.f16(layer.fc1Bias(), true, ffn, f), gemv);
+                kernels.linear(t, h, f, ffn, false, layer.fc2Weight(), 0, false, 0, 0,
+                        Epilogue.f32(layer.fc2Bias(), x, x, h));
+            }
             if (!preLn) kernels.layerNorm(t, x, x, false, layer.mlpNormGamma(), layer.mlpNormBeta(), h);
         }
 
@@ -587,17 +742,18 @@ public final class CudaEngine implements Engine {
 
     /**
      * A linear layer fed from the residual stream x: pre-LN models normalise it first (fused into the GEMV, a
-     * separate kernel before the GEMM), post-LN models feed it as it is.
+     * separate kernel before the GEMM), post-LN models feed it as it is. rowIndex/nCount (0: all n rows) gather the
+     * weight rows of a sparse step.
      */
-    private void linearFromResidual(int t, int n, long weight, boolean layerNorm, long gamma, long beta,
-                                    Epilogue epilogue, boolean gemv) {
+    private void linearFromResidual(int t, int n, long weight, long rowIndex, long nCount, boolean layerNorm,
+                                    long gamma, long beta, Epilogue epilogue, boolean gemv) {
         if (t <= DecoderKernels.FUSED_LAYER_NORM_TOKENS || (gemv && !layerNorm)) {
-            kernels.linear(t, n, h, x, true, weight, 0, layerNorm, gamma, beta, epilogue);
+            kernels.linear(t, n, h, x, h, true, weight, rowIndex, nCount, layerNorm, gamma, beta, epilogue);
             return;
         }
         if (layerNorm) kernels.layerNorm(t, x, normed, true, gamma, beta, h);
         else kernels.toHalf((long) t * h, x, normed);
-        kernels.linear(t, n, h, normed, false, weight, 0, false, 0, 0, epilogue);
+        kernels.linear(t, n, h, normed, h, false, weight, rowIndex, nCount, false, 0, 0, epilogue);
     }
 
     private static int roundUp(int v, int to) {
@@ -612,11 +768,10 @@ public final class CudaEngine implements Engine {
     public void close() {
         if (closed) return;
         closed = true;
-        cuda.makeCurrent();
-        for (CUgraphExec g : graphs.values()) cuGraphExecDestroy(g);
-        graphs.clear();
+        dropGraphs();
         cuMemFreeHost(hostMetaPtr);
         cuMemFreeHost(hostLogitsPtr);
+        cuMemFreeHost(hostCountsPtr);
         cuda.close();
     }
 }

@@ -13,6 +13,8 @@ final class DecoderKernels {
      */
     static final int FUSED_LAYER_NORM_TOKENS = 2;
     private static final int GEMV_WARPS = 8;
+    /** Up to this K, one or two fp16 tokens run the GEMV variant that gives each warp four rows (decoder.cu). */
+    private static final int SHORT_ROWS = 512;
     private static final int GEMV_SHARED_BYTES = 40 * 1024;  // dynamic; static shared memory comes on top
     private static final int[] GEMV_TILES = {1, 2, 4, 8, 16};
     private static final int[] GEMV_ROWS_PER_WARP = {1, 1, 2, 2, 2};
@@ -63,28 +65,43 @@ final class DecoderKernels {
      */
     void linear(int m, int n, int k, long input, boolean inputF32, long weight, long rowIndex,
                 boolean layerNorm, long lnGamma, long lnBeta, Epilogue epilogue) {
-        if (k % 8 != 0) throw new IllegalArgumentException("linear layer width " + k + " is not a multiple of 8");
+        linear(m, n, k, input, k, inputF32, weight, rowIndex, 0, layerNorm, lnGamma, lnBeta, epilogue);
+    }
+
+    /**
+     * As above, with input rows {@code ldx} elements apart, and for the GEMV (m <= GEMV_MAX_TOKENS) the number of
+     * rows read from the device at {@code nCount} (0: n), so that a graph captured once serves any selection; n is
+     * then the most rows there can be (it sizes the grid).
+     */
+    void linear(int m, int n, int k, long input, int ldx, boolean inputF32, long weight, long rowIndex, long nCount,
+                boolean layerNorm, long lnGamma, long lnBeta, Epilogue epilogue) {
+        if (k % 8 != 0 || ldx % 8 != 0) {
+            throw new IllegalArgumentException("linear layer width " + k + " or input stride " + ldx
+                    + " is not a multiple of 8");
+        }
         if (m > FUSED_LAYER_NORM_TOKENS && m <= GEMV_MAX_TOKENS && !inputF32 && !layerNorm && k % 32 == 0) {
             cuda.launchAs("gemv_mma N=" + n + " K=" + k, "gemv_mma", blocks(n, 16), 1, 1, 256, 0,
-                    input, weight, rowIndex, m, n, k, epilogue.bytes());
+                    input, ldx, weight, rowIndex, nCount, m, n, k, epilogue.bytes());
         } else if (m <= GEMV_MAX_TOKENS) {
             int i = 0;
             while (GEMV_TILES[i] < m) i++;
-            int tile = GEMV_TILES[i], rows = GEMV_WARPS * GEMV_ROWS_PER_WARP[i];
-            int step = 256 * 4;  // columns a warp reads per step (decoder.cu's 256*U)
+            boolean shortRows = !inputF32 && m <= 2 && k <= SHORT_ROWS;
+            int tile = GEMV_TILES[i], rows = GEMV_WARPS * (shortRows ? 4 : GEMV_ROWS_PER_WARP[i]);
+            int step = 256 * (shortRows ? 2 : 4);  // columns a warp reads per step (decoder.cu's 256*U)
             int limit = GEMV_SHARED_BYTES / 2 / tile;
             int chunk = k <= limit ? k : limit / step * step;
-            String name = "gemv_" + (inputF32 ? "f32" : "f16") + "_m" + tile;
+            String name = "gemv_" + (inputF32 ? "f32" : "f16") + "_m" + tile + (shortRows ? "_short" : "");
             int shared = tile * chunk * 2;
             // When all of K fits in shared memory the kernel loops over row groups: launch only the blocks that run
             // at once, so inputs are staged and normalised once per block rather than once per 8 or 16 rows.
             int grid = chunk >= k ? Math.min(blocks(n, rows), cuda.residentBlocks(name, GEMV_WARPS * 32, shared))
                     : blocks(n, rows);
             cuda.launchAs(name + " N=" + n + " K=" + k + (layerNorm ? " +LN" : ""), name, grid,
-                    blocks(m, tile), 1, GEMV_WARPS * 32, shared,
-                    input, weight, rowIndex, m, n, k, chunk, lnGamma, lnBeta, layerNorm ? 1 : 0, epilogue.bytes());
+                    blocks(m, tile), 1, GEMV_WARPS * 32, shared, input, ldx, weight, rowIndex, nCount, m, n, k, chunk,
+                    lnGamma, lnBeta, layerNorm ? 1 : 0, epilogue.bytes());
         } else {
             if (inputF32 || layerNorm) throw new IllegalStateException("the GEMM takes normalised fp16 input");
+            if (ldx != k || nCount != 0) throw new IllegalStateException("the GEMM takes dense rows and all of N");
             cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1, 256,
                     GEMM_SHARED_BYTES,
                     input, weight, rowIndex, m, n, k, epilogue.bytes());
@@ -102,11 +119,61 @@ final class DecoderKernels {
      */
     void attention(int tokens, long q, int ldq, long kCache, long vCache, long blockTables, int maxBlocks,
                    long querySeq, long queryCtx, long out, long partialOut, long partialMaxSum, long counters,
-                   int heads, int headDim, int partition, int splits) {
+                   long headMask, int heads, int headDim, int partition, int splits) {
         float scale = (float) (1.0 / Math.sqrt(headDim));
         cuda.launch(headDim % 8 == 0 ? "attention_v8" : "attention_v2", heads, tokens, splits, ATTENTION_THREADS,
                 attentionSharedBytes(headDim, partition), q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq,
-                queryCtx, out, partialOut, partialMaxSum, counters, heads, headDim, scale, partition);
+                queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads, headDim, scale, partition);
+    }
+
+    /** sparse.cu's SELECT_MAX_EXPANDED_ITEMS: items that may be expanded to several rows (heads). */
+    static final int SELECT_MAX_EXPANDED_ITEMS = 256;
+    /** The most items select_union chooses among: 1024 threads holding SELECT_PER_THREAD (32) keys each. */
+    static final int SELECT_MAX_ITEMS = 1024 * 32;
+
+    /**
+     * Per token, the top k of its score row (topK) or the items scoring at least threshold; the union over the
+     * tokens as a row list at index (each item expanded to {@code expand} rows), counts[0] = countBase + those rows,
+     * counts[1] = those rows; the union's bit mask to maskOut (0: none). mask and arrivals must be zero (the kernel
+     * leaves them so).
+     */
+    void selectUnion(int tokens, long scores, int ldScores, int n, boolean topK, int k, float threshold, long mask,
+                     long arrivals, long index, long counts, long maskOut, int expand, int countBase) {
+        if (expand > 1 && n > SELECT_MAX_EXPANDED_ITEMS) {
+            throw new IllegalArgumentException("at most " + SELECT_MAX_EXPANDED_ITEMS + " items expand to rows, got " + n);
+        }
+        if (n > SELECT_MAX_ITEMS) throw new IllegalArgumentException("at most " + SELECT_MAX_ITEMS + " items, got " + n);
+        int threads = Math.min(1024, (n + 31) / 32 * 32);
+        cuda.launchAs("select_union N=" + n, "select_union", tokens, 1, 1, threads, 0, scores, ldScores, n,
+                topK ? 1 : 0, k, threshold, mask, arrivals, index, counts, maskOut, expand, countBase);
+    }
+
+    private static final int[] SPARSE_TILES = {1, 2, 4, 8, 16};
+    /** sparse.cu's DOWN_COLUMNS: the columns one block of sparse_down owns. */
+    private static final int DOWN_COLUMNS = 64;
+
+    /** The largest token count the sparse kernels take in one launch. */
+    static final int SPARSE_MAX_TOKENS = 16;
+
+    /**
+     * x[t] += bias + sum over the rows i < *count of a[t][i] * w[index[i]] (sparse.cu's sparse_down), a = coef
+     * [t][ldCoef] (the sparse MLP's ReLU outputs), or, when coef is 0, gathered[t][index[i]] (the selected heads'
+     * attention output, for out_proj). The column slices of h times enough shares of the rows to fill the GPU.
+     */
+    void sparseDown(int tokens, long coef, int ldCoef, long gathered, long w, long bias, long index, long count, int h,
+                    long x) {
+        int i = 0;
+        while (SPARSE_TILES[i] < tokens) i++;
+        String name = "sparse_down_m" + SPARSE_TILES[i];
+        int slices = blocks(h, DOWN_COLUMNS);
+        int shares = Math.clamp(Math.round(2f * cuda.multiprocessors() / slices), 1, 16);
+        cuda.launchAs(name + (coef != 0 ? " MLP" : " out_proj") + " h=" + h, name, slices, shares, 1, 256, 0,
+                coef, ldCoef, gathered, w, bias, index, count, tokens, h, x);
+    }
+
+    /** out = in transposed, fp16 [rows][cols] -> [cols][rows]. */
+    void transpose(long in, long out, int rows, int cols) {
+        cuda.launch("transpose_f16", blocks(cols, 32), blocks(rows, 32), 1, 256, 0, in, out, rows, cols);
     }
 
     static final int PREFILL_TILE = 64;
