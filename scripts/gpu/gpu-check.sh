@@ -33,13 +33,13 @@ if [[ " $STAGES " == *" sanitizer "* ]] && command -v compute-sanitizer >/dev/nu
 fi
 if [[ " $STAGES " == *" bench "* ]]; then
   for run in $BENCH_RUNS; do
-    "${JAVA[@]}" -jar "$D/dejavu-serve.jar" gpu-bench --shape "${run%%:*}" --batch "${run##*:}" \
+    "${JAVA[@]}" -jar "$D/dejavu-serve.jar" bench --backend cuda --shape "${run%%:*}" --batch "${run##*:}" \
       --prompt-len "$PROMPT" --gen-len "$GEN" ${BENCH_FLAGS:-} 2>&1 | tee -a "$OUT/bench-cuda.log"
   done
 fi
 if [[ " $STAGES " == *" sparse "* ]]; then
   for shape in ${SPARSE_SHAPES:-opt-6.7b opt-13b}; do
-    "${JAVA[@]}" -jar "$D/dejavu-serve.jar" gpu-bench --sparse --shape "$shape" --batch "${SPARSE_BATCHES:-1,2,4,8,16}" \
+    "${JAVA[@]}" -jar "$D/dejavu-serve.jar" bench --backend cuda --sparse --shape "$shape" --batch "${SPARSE_BATCHES:-1,2,4,8,16}" \
       --prompt-len "$PROMPT" --gen-len "$GEN" ${SPARSE_FLAGS:---sweep} 2>&1 | tee -a "$OUT/bench-sparse.log"
   done
 fi

@@ -159,7 +159,8 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
     if (gathered) {
         pdl_wait_and_release();
         if (nCount) N = *nCount;
-        if (N <= 0 || (kChunk < K && blockIdx.x * GEMV_WARPS * R >= N)) return;
+        // the grid is sized for the most rows there can be: blocks past this selection's rows have nothing to do
+        if (N <= 0 || blockIdx.x * GEMV_WARPS * R >= N) return;
     }
     const int rowBase = (blockIdx.x * GEMV_WARPS + warp) * R;
     const half* wRow[R];

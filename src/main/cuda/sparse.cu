@@ -22,7 +22,7 @@ __device__ __forceinline__ unsigned order_key(float f) {
 // as a sorted row list at index, each item expanded to `expand` consecutive rows (a head: its d rows of q or
 // out_proj); counts[0] = countBase + those rows (rows the caller keeps before index: the k and v rows of every
 // head), counts[1] = those rows. It copies the union to maskOut (null: not wanted) and clears mask and arrivals for
-// the next step.
+// the next step. A step of one token (one block) keeps its mask in shared memory and needs none of that.
 //
 // Each thread holds its items' keys (item j * blockDim.x + threadIdx.x) in registers, read once; the k-th largest
 // comes from four passes of 8-bit radix selection over histograms in shared memory, one per warp so that only lanes
@@ -102,6 +102,8 @@ select_union(const float* __restrict__ scores, int ldScores, int n, int mode, in
         least = prefix;
     }
     // item j * blockDim.x + threadIdx.x: a warp's lanes are 32 consecutive items, one mask word
+    __shared__ unsigned ownMask[SELECT_PER_THREAD * SELECT_THREADS / 32];
+    const bool alone = gridDim.x == 1;
     {
         const int per = (n + blockDim.x - 1) / blockDim.x;
 #pragma unroll
@@ -109,18 +111,26 @@ select_union(const float* __restrict__ scores, int ldScores, int n, int mode, in
             if (j < per) {  // the same for the whole block
                 const bool take = keys[j] != 0u && keys[j] >= least;
                 const unsigned bits = __ballot_sync(0xffffffffu, take);
-                if (lane == 0 && bits) atomicOr(mask + ((j * blockDim.x + threadIdx.x) >> 5), bits);
+                const int w = (j * blockDim.x + threadIdx.x) >> 5;
+                if (lane == 0) {
+                    if (alone) ownMask[w] = bits;
+                    else if (bits) atomicOr(mask + w, bits);
+                }
             }
         }
     }
-
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(arrivals, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (alone) {
+        __syncthreads();
+    } else {
+        __shared__ bool last;
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(arrivals, 1u) == gridDim.x - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+    }
+    auto word = [&](int w) { return alone ? ownMask[w] : __ldcg(mask + w); };
 
     // Compaction: each thread a run of consecutive words; a block-wide exclusive scan of their popcounts places them.
     __shared__ int warpBase[32];
@@ -130,7 +140,7 @@ select_union(const float* __restrict__ scores, int ldScores, int n, int mode, in
     const int per = (words + blockDim.x - 1) / blockDim.x;
     const int w0 = min(words, threadIdx.x * per), w1 = min(words, w0 + per);
     int mine = 0;
-    for (int w = w0; w < w1; w++) mine += __popc(__ldcg(mask + w));
+    for (int w = w0; w < w1; w++) mine += __popc(word(w));
     int incl = mine;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
@@ -151,9 +161,9 @@ select_union(const float* __restrict__ scores, int ldScores, int n, int mode, in
     __syncthreads();
     int pos = warpBase[warp] + incl - mine;
     for (int w = w0; w < w1; w++) {
-        unsigned bits = __ldcg(mask + w);
+        unsigned bits = word(w);
         if (maskOut) maskOut[w] = bits;
-        mask[w] = 0u;
+        if (!alone) mask[w] = 0u;
         while (bits) {
             const int item = w * 32 + __ffs(bits) - 1;
             bits &= bits - 1;
@@ -170,7 +180,7 @@ select_union(const float* __restrict__ scores, int ldScores, int n, int mode, in
     if (threadIdx.x == 0) {
         counts[0] = countBase + rows;
         counts[1] = rows;
-        *arrivals = 0u;
+        if (!alone) *arrivals = 0u;
     }
 }
 

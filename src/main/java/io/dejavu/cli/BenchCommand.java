@@ -22,37 +22,74 @@ import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 
 /**
- * Decode throughput at a few batch sizes next to its floor: batch-1 decode is memory-bound, so a step cannot be faster
- * than the weight bytes it reads divided by the memory bandwidth, measured in the same run.
+ * Decode throughput next to its floor: batch-1 decode is memory-bound, so a step cannot be faster than the weight
+ * bytes it reads divided by the memory bandwidth, measured in the same run. The CPU engine runs a model; the CUDA
+ * engine runs random weights of a named shape ({@link GpuBench}), dense or with Deja Vu sparsity.
  */
 @Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Measure decode tokens/s at several batch sizes next to the memory-bandwidth floor.")
+        description = "Measure decode speed next to the memory-bandwidth floor: the CPU engine on a model, or the CUDA "
+                + "engine on random weights of an OPT shape (dense, or --sparse next to dense).")
 public final class BenchCommand implements Callable<Integer> {
     private static final long BANDWIDTH_BUFFER_BYTES = 1L << 30;
 
-    @Option(names = "--backend", paramLabel = "NAME", defaultValue = "cpu", description = "Engine backend: cpu (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--backend", paramLabel = "NAME", defaultValue = "cpu", description = "cpu or cuda (default: ${DEFAULT-VALUE}).")
     String backend;
 
     @Mixin
     ModelOption model;
 
-    @Option(names = "--batch", split = ",", paramLabel = "N", defaultValue = "1,8", description = "Batch sizes (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--batch", split = ",", paramLabel = "N", description = "Batch sizes (default: 1,8 on the cpu, 1 on cuda).")
     List<Integer> batches;
 
     @Option(names = "--gen-len", paramLabel = "N", defaultValue = "128", description = "Decode steps timed per batch size (default: ${DEFAULT-VALUE}).")
     int genLen;
 
-    @Option(names = "--prompt-len", paramLabel = "N", defaultValue = "32", description = "Prompt tokens prefilled before decoding (default: ${DEFAULT-VALUE}).")
-    int promptLen;
+    @Option(names = "--prompt-len", paramLabel = "N", description = "Prompt tokens prefilled before decoding (default: 32 on the cpu, 512 on cuda).")
+    Integer promptLen;
 
-    @Option(names = "--threads", paramLabel = "N", description = "CPU threads (default: all available processors).")
+    @Option(names = "--threads", paramLabel = "N", description = "cpu: threads (default: all available processors).")
     Integer threads;
+
+    @Option(names = "--shape", paramLabel = "NAME|DIR", description = "cuda: opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, opt-13b, opt-30b, or a model directory (its config.json).")
+    String shape;
+
+    @Option(names = "--seed", defaultValue = "1", description = "cuda: seed of the random weights and prompts (default: ${DEFAULT-VALUE}).")
+    int seed;
+
+    @Option(names = "--profile", description = "cuda: also time each kernel of one decode step (and one prefill).")
+    boolean profile;
+
+    @Option(names = "--dependent-launch", description = "cuda: launch kernels with programmatic dependent launch (Hopper).")
+    boolean dependentLaunch;
+
+    @Option(names = "--sparse", description = "cuda: Deja Vu decoding with random predictors, next to dense decoding of the same engine.")
+    boolean sparse;
+
+    @Option(names = "--mlp-keep", defaultValue = "0.1", description = "with --sparse: share of MLP neurons a token keeps (default: ${DEFAULT-VALUE}).")
+    double mlpKeep;
+
+    @Option(names = "--heads-keep", defaultValue = "0.5", description = "with --sparse: share of heads a token keeps (default: ${DEFAULT-VALUE}).")
+    double headsKeep;
+
+    @Option(names = "--rank", description = "with --sparse: predictor rank (default: hidden / 8).")
+    Integer rank;
+
+    @Option(names = "--sweep", description = "with --sparse: also batch 1 at other shares kept (ms/token against the share kept).")
+    boolean sweep;
 
     @Override
     public Integer call() {
-        if (genLen < 1 || promptLen < 1) throw new IllegalArgumentException("--gen-len and --prompt-len must be at least 1");
-        if (batches.stream().anyMatch(b -> b < 1)) throw new IllegalArgumentException("--batch sizes must be at least 1");
-        if (!backend.equals("cpu")) throw new IllegalArgumentException("unknown --backend '" + backend + "'; this build benchmarks: cpu");
+        if (genLen < 1 || (promptLen != null && promptLen < 1)) {
+            throw new IllegalArgumentException("--gen-len and --prompt-len must be at least 1");
+        }
+        if (batches != null && batches.stream().anyMatch(b -> b < 1)) {
+            throw new IllegalArgumentException("--batch sizes must be at least 1");
+        }
+        if (backend.equals("cuda")) return GpuBench.run(this);
+        if (!backend.equals("cpu")) throw new IllegalArgumentException("unknown --backend '" + backend + "' (cpu or cuda)");
+        if (shape != null || sparse) throw new IllegalArgumentException("--shape and --sparse are for --backend cuda");
+        List<Integer> batches = this.batches != null ? this.batches : List.of(1, 8);
+        int promptLen = this.promptLen != null ? this.promptLen : 32;
         Path dir = model.directory();
         int threadCount = threads != null ? threads : Runtime.getRuntime().availableProcessors();
         try (OptModel m = OptModel.load(dir); Engine engine = new CpuEngine(m, threadCount)) {
@@ -62,7 +99,7 @@ public final class BenchCommand implements Callable<Integer> {
                         + ", over the model's max_position_embeddings " + maxLen);
             }
             long weightBytes = decodeWeightBytes(m.weights());
-            warmUp(engine, batches.stream().max(Integer::compare).orElseThrow());
+            warmUp(engine, batches.stream().max(Integer::compare).orElseThrow(), promptLen);
             System.err.println("bench: measuring memory bandwidth (" + (BANDWIDTH_BUFFER_BYTES >> 20) + " MiB buffer, "
                     + threadCount + " threads) ...");
             double bandwidth = MemoryBandwidth.measure(threadCount, BANDWIDTH_BUFFER_BYTES, 5);
@@ -76,7 +113,7 @@ public final class BenchCommand implements Callable<Integer> {
             System.out.printf("%-6s %10s %10s %10s %16s %10s%n", "batch", "ms/step", "mean ms", "tokens/s", "floor tokens/s", "of floor");
             for (int batch : batches) {
                 System.err.println("bench: batch " + batch + ", " + genLen + " decode steps ...");
-                double[] steps = decode(engine, batch, genLen);
+                double[] steps = decode(engine, batch, promptLen, genLen);
                 double mean = Arrays.stream(steps).average().orElseThrow();
                 Arrays.sort(steps);
                 double median = steps[steps.length / 2];
@@ -91,20 +128,20 @@ public final class BenchCommand implements Callable<Integer> {
      * Until the JIT has compiled the vector kernels, steps run orders of magnitude slower (interpreted Vector API code
      * allocates a box per vector); decode until batch-1 rounds take steady times, a minute at most.
      */
-    private void warmUp(Engine engine, int maxBatch) {
+    private void warmUp(Engine engine, int maxBatch, int promptLen) {
         System.err.println("bench: warming up (JIT compilation) ...");
         long deadline = System.nanoTime() + 60_000_000_000L;
         double previous = Double.MAX_VALUE;
         for (int round = 0; System.nanoTime() < deadline; round++) {
-            decode(engine, maxBatch, 4);
-            double seconds = Arrays.stream(decode(engine, 1, 16)).sum();
+            decode(engine, maxBatch, promptLen, 4);
+            double seconds = Arrays.stream(decode(engine, 1, promptLen, 16)).sum();
             if (round >= 3 && Math.abs(seconds - previous) < 0.1 * previous) return;
             previous = seconds;
         }
     }
 
     /** Prefills {@code batch} sequences with pseudo-random prompts, then times each of {@code steps} greedy decode steps. */
-    private double[] decode(Engine engine, int batch, int steps) {
+    private double[] decode(Engine engine, int batch, int promptLen, int steps) {
         Random random = new Random(42);
         int vocab = engine.config().vocabSize();
         List<Sequence> sequences = new ArrayList<>();

@@ -10,7 +10,7 @@ import java.io.UncheckedIOException;
 @Command(name = "dejavu", mixinStandardHelpOptions = true, version = "dejavu-serve 0.1.0",
         description = "Serve OPT language models with Deja Vu contextual sparsity.",
         subcommands = {ServeCommand.class, GenerateCommand.class, EvalCommand.class, CalibrateCommand.class,
-                BenchCommand.class, GpuBenchCommand.class,
+                BenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class Main {
     public static void main(String[] args) {

@@ -37,7 +37,7 @@ import static jcuda.driver.JCudaDriver.*;
  * sparse tokens computes only the union of its tokens' selected MLP neurons and attention heads: the fused sparse MLP
  * reads the selected rows of fc1 and of fc2 transposed; attention computes q, the attention and out_proj of the
  * selected heads only, and k and v of every head, so the KV cache stays exact for later tokens whatever they select.
- * The predictions for layer l + 1 run on a side stream during layer l's attention. A pass with any dense or multi-token step
+ * The predictions for layer l + 1 run on a side stream while layer l runs. A pass with any dense or multi-token step
  * runs dense (the union with a dense member is everything), and so do prompts, as in the authors' code.
  *
  * <p>Threading: one engine is used by one thread at a time (the context is made current at each call); calls from
@@ -291,12 +291,12 @@ public final class CudaEngine implements Engine {
     }
 
     /**
-     * Every layer keeps the top mlpK neurons and headsKeep heads per token from now on (random predictors of the
-     * benchmark); drops the captured graphs, whose kernel arguments held the old point.
+     * New operating points, one per layer (the benchmark sweeps them); drops the captured graphs, whose kernel
+     * arguments held the old ones.
      */
-    void setSparseOperatingPoint(int mlpK, int headsKeep) {
+    void setSparseOperatingPoints(DevicePredictors.OperatingPoint[] points) {
         if (predictors == null) throw new IllegalStateException("no predictors");
-        predictors.setOperatingPoint(mlpK, headsKeep);
+        predictors.setOperatingPoints(points);
         dropGraphs();
     }
 
@@ -666,7 +666,10 @@ public final class CudaEngine implements Engine {
         for (int l = 0; l < w.layers.size(); l++) {
             DeviceWeights.Layer layer = w.layers.get(l);
             // The predictors reading this layer's input must read it before the layer adds to it.
-            if (sparse) predictors.predictFrom(l, t, x, normed);
+            if (sparse) {
+                predictors.predictFrom(l, t, x, normed);
+                predictors.predictAhead(l, t);
+            }
             boolean sparseHeads = sparse && predictors.headsSparse(l);
             Epilogue qkv = Epilogue.qkv(layer.qkvBias(), queries, cache.keys(l), cache.values(l), slots, heads, headDim);
             if (sparseHeads) {
@@ -678,7 +681,6 @@ public final class CudaEngine implements Engine {
                 linearFromResidual(t, 3 * h, layer.qkvWeight(), 0, 0, preLn, layer.attnNormGamma(),
                         layer.attnNormBeta(), qkv, gemv);
             }
-            if (sparse) predictors.predictAhead(l, t);
             if (tiles > 0) {
                 kernels.prefillAttention(tiles, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks,
                         tilesAddr, attended, heads, headDim);

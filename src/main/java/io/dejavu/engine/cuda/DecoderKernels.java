@@ -143,7 +143,8 @@ final class DecoderKernels {
             throw new IllegalArgumentException("at most " + SELECT_MAX_EXPANDED_ITEMS + " items expand to rows, got " + n);
         }
         if (n > SELECT_MAX_ITEMS) throw new IllegalArgumentException("at most " + SELECT_MAX_ITEMS + " items, got " + n);
-        int threads = Math.min(1024, (n + 31) / 32 * 32);
+        // enough threads to hold the keys (32 each), and at least 256 to expand a few heads into many rows
+        int threads = Math.clamp((n + 31) / 32 * 32, 256, 1024);
         cuda.launchAs("select_union N=" + n, "select_union", tokens, 1, 1, threads, 0, scores, ldScores, n,
                 topK ? 1 : 0, k, threshold, mask, arrivals, index, counts, maskOut, expand, countBase);
     }

@@ -31,25 +31,31 @@ public final class SparseBenchmark {
     private SparseBenchmark() {
     }
 
-    /** One measured point. */
-    public record Point(int batch, double mlpKeep, double headsKeep, double denseMs, double sparseMs,
+    /**
+     * One measured point.
+     *
+     * @param rule how each layer chose its MLP neurons: "top-k" per token, or "threshold" (a per-layer score
+     *             threshold, as calibrated predictors do)
+     */
+    public record Point(int batch, String rule, double mlpKeep, double headsKeep, double denseMs, double sparseMs,
                         double sparseGraphMs, double mlpComputed, double headsComputed) {
         public String row() {
-            return String.format("%-6d %9.3f %9.3f %11.3f %12.3f %14.3f %8.2fx %12.1f%% %12.1f%%", batch, mlpKeep,
-                    headsKeep, denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, 100 * mlpComputed,
+            return String.format("%-6d %-9s %9.3f %9.3f %11.3f %12.3f %14.3f %8.2fx %12.1f%% %12.1f%%", batch, rule,
+                    mlpKeep, headsKeep, denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, 100 * mlpComputed,
                     100 * headsComputed);
         }
 
         public String result(String shape, int rank) {
-            return String.format("RESULT engine=cuda-sparse shape=%s batch=%d rank=%d mlp_keep=%.4f heads_keep=%.4f "
-                            + "dense_ms=%.4f sparse_ms=%.4f sparse_graph_ms=%.4f speedup=%.3f mlp_computed=%.4f "
-                            + "heads_computed=%.4f", shape, batch, rank, mlpKeep, headsKeep, denseMs, sparseMs,
-                    sparseGraphMs, denseMs / sparseMs, mlpComputed, headsComputed);
+            return String.format("RESULT engine=cuda-sparse shape=%s batch=%d rank=%d rule=%s mlp_keep=%.4f "
+                            + "heads_keep=%.4f dense_ms=%.4f sparse_ms=%.4f sparse_graph_ms=%.4f speedup=%.3f "
+                            + "mlp_computed=%.4f heads_computed=%.4f", shape, batch, rank, rule, mlpKeep, headsKeep,
+                    denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, mlpComputed, headsComputed);
         }
     }
 
-    public static final String HEADER = String.format("%-6s %9s %9s %11s %12s %14s %9s %13s %13s", "batch", "mlp kept",
-            "heads kept", "dense ms", "sparse ms", "sparse GPU ms", "speedup", "MLP union", "heads union");
+    public static final String HEADER = String.format("%-6s %-9s %9s %9s %11s %12s %14s %9s %13s %13s", "batch",
+            "MLP rule", "mlp kept", "heads kept", "dense ms", "sparse ms", "sparse GPU ms", "speedup", "MLP union",
+            "heads union");
 
     /**
      * @param mlpKeep   share of MLP neurons each token keeps at batch 1
@@ -85,13 +91,20 @@ public final class SparseBenchmark {
             for (int batch : batches) {
                 double grow = growth(batch);
                 matchUnion(engine, random, batch, promptLen, Math.min(1, mlpKeep * grow), Math.min(1, headsKeep * grow));
-                Point p = measure(engine, random, batch, promptLen, genLen, mlpKeep, headsKeep);
+                Point p = measure(engine, random, batch, promptLen, genLen, "top-k", mlpKeep, headsKeep);
                 points.add(p);
                 out.println(p.row());
+                if (batch == 1) {
+                    engine.setSparseOperatingPoints(thresholds(engine, random, promptLen, mlpKeep, headK));
+                    p = measure(engine, random, 1, promptLen, genLen, "threshold", mlpKeep, headsKeep);
+                    points.add(p);
+                    out.println(p.row());
+                    engine.setSparseOperatingPoints(topK(engine, mlpK, headK));
+                }
                 if (batch == batches[0]) placements(engine, random, batch, promptLen, genLen, out);
                 if (profile && batch == batches[0]) {
                     for (boolean sparse : new boolean[]{false, true}) {
-                        out.printf("kernels of one %s decode step at batch %d (eager, each timed on its stream):%n",
+                        out.printf("kernels of one %s decode step at batch %d (eager, one stream, each timed):%n",
                                 sparse ? "sparse" : "dense", batch);
                         out.print(profileStep(engine, random, batch, promptLen, sparse));
                     }
@@ -103,14 +116,14 @@ public final class SparseBenchmark {
                         + mlpKeep + "):");
                 out.println(HEADER);
                 for (double keep : new double[]{0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0}) {
-                    engine.setSparseOperatingPoint(Math.max(1, (int) Math.round(keep * f)), headK);
-                    Point p = measure(engine, random, 1, promptLen, genLen, keep, headsKeep);
+                    engine.setSparseOperatingPoints(topK(engine, Math.max(1, (int) Math.round(keep * f)), headK));
+                    Point p = measure(engine, random, 1, promptLen, genLen, "top-k", keep, headsKeep);
                     points.add(p);
                     out.println(p.row());
                 }
                 for (double keep : new double[]{0.25, 0.5, 0.75, 1.0}) {
-                    engine.setSparseOperatingPoint(mlpK, Math.max(1, (int) Math.round(keep * heads)));
-                    Point p = measure(engine, random, 1, promptLen, genLen, mlpKeep, keep);
+                    engine.setSparseOperatingPoints(topK(engine, mlpK, Math.max(1, (int) Math.round(keep * heads))));
+                    Point p = measure(engine, random, 1, promptLen, genLen, "top-k", mlpKeep, keep);
                     points.add(p);
                     out.println(p.row());
                 }
@@ -143,7 +156,7 @@ public final class SparseBenchmark {
         try {
             for (int round = 0; round < 6; round++) {
                 int mk = (int) Math.clamp(Math.round(mlpK), 1, f), hk = (int) Math.clamp(Math.round(headK), 1, heads);
-                engine.setSparseOperatingPoint(mk, hk);
+                engine.setSparseOperatingPoints(topK(engine, mk, hk));
                 double mlp = 0, att = 0;
                 for (int step = 0; step < 4; step++) {
                     StepSparsity used = b.step(true);
@@ -153,8 +166,8 @@ public final class SparseBenchmark {
                 mlpK = mlpUnion >= 1 ? f : mlpK * mlpUnion / mlp;
                 headK = headUnion >= 1 ? heads : headK * headUnion / att;
             }
-            engine.setSparseOperatingPoint((int) Math.clamp(Math.round(mlpK), 1, f),
-                    (int) Math.clamp(Math.round(headK), 1, heads));
+            engine.setSparseOperatingPoints(topK(engine, (int) Math.clamp(Math.round(mlpK), 1, f),
+                    (int) Math.clamp(Math.round(headK), 1, heads)));
         } finally {
             b.close();
         }
@@ -189,12 +202,53 @@ public final class SparseBenchmark {
         out.println(line);
     }
 
+    /** Every layer keeps the top mlpK neurons and headsK heads of each token. */
+    private static DevicePredictors.OperatingPoint[] topK(CudaEngine engine, int mlpK, int headsK) {
+        DevicePredictors.OperatingPoint[] points = new DevicePredictors.OperatingPoint[engine.config().numHiddenLayers()];
+        Arrays.fill(points, new DevicePredictors.OperatingPoint(true, mlpK, Float.NaN, headsK));
+        return points;
+    }
+
+    /**
+     * Per-layer MLP score thresholds that keep `keep` of the neurons on average, as calibration sets them (no
+     * per-token top-k to find), by bisection on the shares measured at batch 1; heads keep their top headsK.
+     */
+    private static DevicePredictors.OperatingPoint[] thresholds(CudaEngine engine, Random random, int promptLen,
+                                                                double keep, int headsK) {
+        int layers = engine.config().numHiddenLayers(), f = engine.config().ffnDim();
+        float[] lo = new float[layers], hi = new float[layers];
+        Arrays.fill(lo, -8f);
+        Arrays.fill(hi, 8f);
+        DevicePredictors.OperatingPoint[] points = new DevicePredictors.OperatingPoint[layers];
+        Batch b = new Batch(engine, random, 1, promptLen);
+        try {
+            for (int round = 0; round < 16; round++) {
+                for (int l = 0; l < layers; l++) {
+                    points[l] = new DevicePredictors.OperatingPoint(false, f, (lo[l] + hi[l]) / 2, headsK);
+                }
+                engine.setSparseOperatingPoints(points);
+                double[] kept = new double[layers];
+                for (int step = 0; step < 4; step++) {
+                    double[] share = b.step(true).mlpComputed();
+                    for (int l = 0; l < layers; l++) kept[l] += share[l] / 4;
+                }
+                for (int l = 0; l < layers; l++) {
+                    if (kept[l] > keep) lo[l] = points[l].mlpThreshold();
+                    else hi[l] = points[l].mlpThreshold();
+                }
+            }
+        } finally {
+            b.close();
+        }
+        return points;
+    }
+
     /** Dense then sparse decode of `batch` fresh sequences of the same prompt length, each timed over genLen steps. */
-    private static Point measure(CudaEngine engine, Random random, int batch, int promptLen, int genLen,
+    private static Point measure(CudaEngine engine, Random random, int batch, int promptLen, int genLen, String rule,
                                  double mlpKeep, double headsKeep) {
         double dense = decode(engine, random, batch, promptLen, genLen, false)[0];
         double[] sparse = decode(engine, random, batch, promptLen, genLen, true);
-        return new Point(batch, mlpKeep, headsKeep, dense, sparse[0], sparse[1], sparse[2], sparse[3]);
+        return new Point(batch, rule, mlpKeep, headsKeep, dense, sparse[0], sparse[1], sparse[2], sparse[3]);
     }
 
     /** {ms per step, GPU ms per step (graph replays), MLP share computed, heads share computed}. */
@@ -221,13 +275,18 @@ public final class SparseBenchmark {
         }
     }
 
-    /** Kernel times of one decode step of `batch` sequences (prefilled and warmed up outside the profile). */
+    /**
+     * Kernel times of one decode step of `batch` sequences (prefilled and warmed up outside the profile), the
+     * look-ahead predictions on the main stream so that no kernel's time includes another's.
+     */
     private static String profileStep(CudaEngine engine, Random random, int batch, int promptLen, boolean sparse) {
         Batch b = new Batch(engine, random, batch, promptLen);
         try {
             b.step(sparse);
+            engine.placePredictions(DevicePredictors.Placement.MAIN_STREAM);
             return engine.profile(() -> b.step(sparse));
         } finally {
+            engine.placePredictions(DevicePredictors.Placement.SIDE_STREAM);
             b.close();
         }
     }
