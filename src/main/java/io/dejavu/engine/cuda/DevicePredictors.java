@@ -74,9 +74,7 @@ final class DevicePredictors {
 
     private final CudaContext cuda;
     private final DecoderKernels kernels;
-    private final OptConfig config;
     private final int layers, h, f, heads, headDim, rank;
-    private final PredictorInput mlpInput, headsInput;
     private OperatingPoint[] points;
     /** Per layer s: the predictors reading the residual stream entering layer s, or null. */
     private final Source[] sources;
@@ -97,15 +95,13 @@ final class DevicePredictors {
         if (headsInput == PredictorInput.MLP) throw new IllegalArgumentException("head predictors cannot read the MLP input");
         this.cuda = cuda;
         this.kernels = kernels;
-        this.config = weights.config;
+        OptConfig config = weights.config;
         this.layers = config.numHiddenLayers();
         this.h = config.hiddenSize();
         this.f = config.ffnDim();
         this.heads = config.numAttentionHeads();
         this.headDim = config.headDim();
         this.rank = rank;
-        this.mlpInput = mlpInput;
-        this.headsInput = headsInput;
         if (points.length != layers) throw new IllegalArgumentException(points.length + " operating points for " + layers + " layers");
         if (heads > DecoderKernels.SELECT_MAX_EXPANDED_ITEMS || f > DecoderKernels.SELECT_MAX_ITEMS) {
             throw new IllegalArgumentException("the CUDA sparse path takes at most " + DecoderKernels.SELECT_MAX_EXPANDED_ITEMS
