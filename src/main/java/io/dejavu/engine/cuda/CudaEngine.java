@@ -55,7 +55,7 @@ public final class CudaEngine implements Engine {
      *                        shows)
      * @param dependentLaunch let each kernel start while its predecessor drains (programmatic dependent launch,
      *                        Hopper and newer); off by default: on an H100 it did not shorten a decode step
-     *                        (docs/BENCHMARKS-cuda.md)
+     *                        (docs/BENCHMARKS.md)
      */
     public record Options(int device, long kvCacheBytes, double kvCacheFraction, int maxBatchTokens,
                           int maxLogitRows, boolean cudaGraphs, boolean poison, boolean dependentLaunch) {
