@@ -70,34 +70,29 @@ final class Linear {
 
     /**
      * A decode step's matvec, the memory-bound case: weights are decoded in registers straight into the
-     * multiply-adds, four rows sharing each input load.
+     * multiply-adds, one row at a time. Reading rows one after another keeps the weight reads a single sequential
+     * stream, which the hardware prefetchers follow; interleaving several rows (to share the loads of x) made as many
+     * short streams per page and ran at a third of the memory bandwidth (docs/BENCHMARKS.md).
      */
     private void rowsOneToken(float[] x, float[] y, int rowFrom, int rowTo) {
-        int n = inDim, lanes = F.length(), r = rowFrom;
-        for (; r + ROW_BLOCK <= rowTo && F.loopBound(n) == n; r += ROW_BLOCK) {
-            long e0 = (long) r * n, e1 = e0 + n, e2 = e1 + n, e3 = e2 + n;
-            FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
-            for (int i = 0; i < n; i += lanes) {
-                FloatVector xv = FloatVector.fromArray(F, x, i);
-                a0 = RowDecoder.load(weight, dtype, e0 + i).fma(xv, a0);
-                a1 = RowDecoder.load(weight, dtype, e1 + i).fma(xv, a1);
-                a2 = RowDecoder.load(weight, dtype, e2 + i).fma(xv, a2);
-                a3 = RowDecoder.load(weight, dtype, e3 + i).fma(xv, a3);
+        int n = inDim, lanes = F.length(), bound = F.loopBound(n);
+        for (int r = rowFrom; r < rowTo; r++) {
+            long e = (long) r * n;
+            FloatVector a0 = FloatVector.zero(F), a1 = a0;
+            int i = 0;
+            for (; i + lanes < bound; i += 2 * lanes) {
+                a0 = RowDecoder.load(weight, dtype, e + i).fma(FloatVector.fromArray(F, x, i), a0);
+                a1 = RowDecoder.load(weight, dtype, e + i + lanes).fma(FloatVector.fromArray(F, x, i + lanes), a1);
             }
-            y[r] = a0.reduceLanes(VectorOperators.ADD);
-            y[r + 1] = a1.reduceLanes(VectorOperators.ADD);
-            y[r + 2] = a2.reduceLanes(VectorOperators.ADD);
-            y[r + 3] = a3.reduceLanes(VectorOperators.ADD);
+            if (i < bound) {
+                a0 = RowDecoder.load(weight, dtype, e + i).fma(FloatVector.fromArray(F, x, i), a0);
+                i += lanes;
+            }
+            float s = a0.add(a1).reduceLanes(VectorOperators.ADD);
+            for (; i < n; i++) s += dtype.get(weight, e + i) * x[i];
+            y[r] = s;
         }
-        for (; r < rowTo; r++) y[r] = dotRow(r, x);
         addBias(y, 0, 1, rowFrom, rowTo - rowFrom);
-    }
-
-    /** Row r of W dotted with x, for rows and widths the blocked loops leave over. */
-    private float dotRow(int r, float[] x) {
-        float s = 0;
-        for (int i = 0; i < inDim; i++) s += dtype.get(weight, (long) r * inDim + i) * x[i];
-        return s;
     }
 
     private void addBias(float[] y, int t0, int t1, int r, int rows) {
