@@ -264,9 +264,8 @@ public final class CpuEngine implements Engine {
         Layer w = layers[layer];
         int n = b.size();
         float[] x = preNorm ? layerNorm(h, n, w.attnNormWeight, w.attnNormBias) : h;
-        float[] q = w.q.apply(pool, rowScratch, x, n);
-        float[] k = w.k.apply(pool, rowScratch, x, n);
-        float[] v = w.v.apply(pool, rowScratch, x, n);
+        float[][] qkv = Linear.applyAll(pool, rowScratch, x, n, w.q, w.k, w.v);
+        float[] q = qkv[0], k = qkv[1], v = qkv[2];
         for (int i = 0; i < q.length; i++) q[i] *= attentionScale;
         storeKeysValues(layer, b, k, v);
         float[] a = attend(layer, b, q, plan);

@@ -41,9 +41,29 @@ final class Linear {
 
     /** y[t] = W x[t] + b for {@code tokens} rows of {@code x} (each inDim wide); returns y (tokens x outDim). */
     float[] apply(WorkerPool pool, float[][] scratch, float[] x, int tokens) {
-        float[] y = new float[tokens * outDim];
-        pool.run(outDim, ROW_BLOCK, (worker, from, to) -> rows(x, tokens, y, from, to, scratch[worker]));
-        return y;
+        return applyAll(pool, scratch, x, tokens, this)[0];
+    }
+
+    /**
+     * {@link #apply} of several linears over the same input (q, k and v), in one parallel section: their rows are
+     * split among the threads as one range, so a decode step pays one hand-off and one uneven finish, not three.
+     */
+    static float[][] applyAll(WorkerPool pool, float[][] scratch, float[] x, int tokens, Linear... linears) {
+        float[][] ys = new float[linears.length][];
+        // Each linear's first row in the joint range, its row count rounded up to whole row blocks.
+        int[] first = new int[linears.length + 1];
+        for (int m = 0; m < linears.length; m++) {
+            ys[m] = new float[tokens * linears[m].outDim];
+            first[m + 1] = first[m] + (linears[m].outDim + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK;
+        }
+        pool.run(first[linears.length], ROW_BLOCK, (worker, from, to) -> {
+            for (int m = 0; m < linears.length; m++) {
+                Linear l = linears[m];
+                int rowFrom = Math.max(from, first[m]) - first[m], rowTo = Math.min(to - first[m], l.outDim);
+                if (rowFrom < rowTo) l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch[worker]);
+            }
+        });
+        return ys;
     }
 
     private void rows(float[] x, int tokens, float[] y, int rowFrom, int rowTo, float[] w) {

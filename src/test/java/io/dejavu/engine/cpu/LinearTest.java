@@ -18,34 +18,70 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 class LinearTest {
     private static final int[][] SHAPES = {{37, 45}, {64, 48}, {9, 7}, {130, 96}, {16, 2048}};
 
+    /** A Linear and the weights and bias it was made of. */
+    private record Case(Linear linear, DType dtype, MemorySegment weight, MemorySegment bias) {
+    }
+
     @Test
     void matchesReferenceForEveryDTypeWidthAndTokenCount() {
         try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
             Random random = new Random(7);
             for (DType dtype : DType.values()) {
                 for (int[] shape : SHAPES) {
-                    int out = shape[0], in = shape[1];
-                    MemorySegment w = arena.allocate((long) out * in * dtype.bytes);
-                    MemorySegment b = arena.allocate((long) out * 4);
-                    for (int i = 0; i < out * in; i++) set(w, dtype, i, (float) random.nextGaussian());
-                    for (int i = 0; i < out; i++) b.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, i, random.nextFloat());
-                    Linear linear = new Linear(new Tensor("w", dtype, new long[]{out, in}, w, null),
-                            new Tensor("b", DType.F32, new long[]{out}, b, null));
-                    float[][] scratch = new float[pool.size()][linear.scratchSize()];
+                    Case c = randomLinear(arena, random, dtype, shape[0], shape[1]);
                     for (int tokens : new int[]{1, 3}) {
-                        float[] x = new float[tokens * in];
-                        for (int i = 0; i < x.length; i++) x[i] = (float) random.nextGaussian();
-                        float[] y = linear.apply(pool, scratch, x, tokens);
-                        for (int t = 0; t < tokens; t++) {
-                            for (int r = 0; r < out; r++) {
-                                double expected = b.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, r);
-                                for (int i = 0; i < in; i++) expected += (double) dtype.get(w, (long) r * in + i) * x[t * in + i];
-                                assertEquals(expected, y[t * out + r], 1e-4 * Math.sqrt(in),
-                                        dtype + " " + out + "x" + in + ", " + tokens + " tokens, token " + t + " row " + r);
-                            }
-                        }
+                        float[] x = randomInput(random, tokens * shape[1]);
+                        assertMatches(c, x, tokens, c.linear.apply(pool, scratch(pool, c.linear), x, tokens));
                     }
                 }
+            }
+        }
+    }
+
+    /** Several linears in one section: row counts that are not whole row blocks must not shift the next one's rows. */
+    @Test
+    void applyAllMatchesEachLinearAlone() {
+        try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
+            Random random = new Random(11);
+            Case[] cases = {randomLinear(arena, random, DType.F16, 37, 45), randomLinear(arena, random, DType.BF16, 9, 45),
+                    randomLinear(arena, random, DType.F16, 64, 45)};
+            Linear[] linears = {cases[0].linear, cases[1].linear, cases[2].linear};
+            for (int tokens : new int[]{1, 3}) {
+                float[] x = randomInput(random, tokens * 45);
+                float[][] ys = Linear.applyAll(pool, scratch(pool, linears[0]), x, tokens, linears);
+                for (int m = 0; m < cases.length; m++) assertMatches(cases[m], x, tokens, ys[m]);
+            }
+        }
+    }
+
+    private static Case randomLinear(Arena arena, Random random, DType dtype, int out, int in) {
+        MemorySegment w = arena.allocate((long) out * in * dtype.bytes);
+        MemorySegment b = arena.allocate((long) out * 4);
+        for (int i = 0; i < out * in; i++) set(w, dtype, i, (float) random.nextGaussian());
+        for (int i = 0; i < out; i++) b.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, i, random.nextFloat());
+        return new Case(new Linear(new Tensor("w", dtype, new long[]{out, in}, w, null),
+                new Tensor("b", DType.F32, new long[]{out}, b, null)), dtype, w, b);
+    }
+
+    private static float[] randomInput(Random random, int n) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) random.nextGaussian();
+        return x;
+    }
+
+    private static float[][] scratch(WorkerPool pool, Linear linear) {
+        return new float[pool.size()][linear.scratchSize()];
+    }
+
+    /** y against W x + b computed in double from the weights as the checkpoint stores them. */
+    private static void assertMatches(Case c, float[] x, int tokens, float[] y) {
+        int out = c.linear.outDim, in = c.linear.inDim;
+        for (int t = 0; t < tokens; t++) {
+            for (int r = 0; r < out; r++) {
+                double expected = c.bias.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, r);
+                for (int i = 0; i < in; i++) expected += (double) c.dtype.get(c.weight, (long) r * in + i) * x[t * in + i];
+                assertEquals(expected, y[t * out + r], 1e-4 * Math.sqrt(in),
+                        c.dtype + " " + out + "x" + in + ", " + tokens + " tokens, token " + t + " row " + r);
             }
         }
     }
