@@ -56,21 +56,41 @@ final class Linear {
             ys[m] = new float[tokens * linears[m].outDim];
             first[m + 1] = first[m] + (linears[m].outDim + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK;
         }
+        // A decode step's input as rowsOneToken multiplies it with each linear's folded weights.
+        float[][] scaled = new float[linears.length][];
+        int shift = tokens == 1 ? foldShift(x) : 0;
+        for (int m = 0; m < linears.length && tokens == 1; m++) {
+            scaled[m] = scale(x, Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift));
+        }
         pool.run(first[linears.length], ROW_BLOCK, (worker, from, to) -> {
             for (int m = 0; m < linears.length; m++) {
                 Linear l = linears[m];
                 int rowFrom = Math.max(from, first[m]) - first[m], rowTo = Math.min(to - first[m], l.outDim);
-                if (rowFrom < rowTo) l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch[worker]);
+                if (rowFrom >= rowTo) continue;
+                if (tokens == 1) l.rowsOneToken(x, scaled[m], shift, ys[m], rowFrom, rowTo);
+                else l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch[worker]);
             }
         });
         return ys;
     }
 
+    /**
+     * The power of two that a decode step's input is divided by so that, times a folded scale of up to 2^112, no
+     * element overflows: 0 unless some |x| reaches 2^15.
+     */
+    private static int foldShift(float[] x) {
+        float max = 0;
+        for (float v : x) max = Math.max(max, Math.abs(v));
+        return Math.max(0, Math.getExponent(max) - 14);
+    }
+
+    private static float[] scale(float[] x, float factor) {
+        float[] out = new float[x.length];
+        for (int i = 0; i < x.length; i++) out[i] = x[i] * factor;
+        return out;
+    }
+
     private void rows(float[] x, int tokens, float[] y, int rowFrom, int rowTo, float[] w) {
-        if (tokens == 1) {
-            rowsOneToken(x, y, rowFrom, rowTo);
-            return;
-        }
         for (int t0 = 0; t0 < tokens; t0 += TOKEN_BLOCK) {
             int t1 = Math.min(tokens, t0 + TOKEN_BLOCK);
             for (int r = rowFrom; r < rowTo; r += ROW_BLOCK) {
@@ -93,22 +113,27 @@ final class Linear {
      * multiply-adds, one row at a time. Reading rows one after another keeps the weight reads a single sequential
      * stream, which the hardware prefetchers follow; interleaving several rows (to share the loads of x) made as many
      * short streams per page and ran at a third of the memory bandwidth (docs/BENCHMARKS.md).
+     * <p>
+     * The weights come as {@link RowDecoder#loadFolded} gives them, without the power-of-two scale that ends an fp16
+     * decoding; {@code scaled} is x times that scale and times 2^-shift (see {@link #foldShift}), and each row's sum
+     * is multiplied back by 2^shift. Powers of two scale exactly, so with shift 0 (any |x| below 2^15) every product
+     * and sum is the one of x and the decoded weights, one multiply per weight vector cheaper.
      */
-    private void rowsOneToken(float[] x, float[] y, int rowFrom, int rowTo) {
+    private void rowsOneToken(float[] x, float[] scaled, int shift, float[] y, int rowFrom, int rowTo) {
         int n = inDim, lanes = F.length(), bound = F.loopBound(n);
         for (int r = rowFrom; r < rowTo; r++) {
             long e = (long) r * n;
             FloatVector a0 = FloatVector.zero(F), a1 = a0;
             int i = 0;
             for (; i + lanes < bound; i += 2 * lanes) {
-                a0 = RowDecoder.load(weight, dtype, e + i).fma(FloatVector.fromArray(F, x, i), a0);
-                a1 = RowDecoder.load(weight, dtype, e + i + lanes).fma(FloatVector.fromArray(F, x, i + lanes), a1);
+                a0 = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a0);
+                a1 = RowDecoder.loadFolded(weight, dtype, e + i + lanes).fma(FloatVector.fromArray(F, scaled, i + lanes), a1);
             }
             if (i < bound) {
-                a0 = RowDecoder.load(weight, dtype, e + i).fma(FloatVector.fromArray(F, x, i), a0);
+                a0 = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a0);
                 i += lanes;
             }
-            float s = a0.add(a1).reduceLanes(VectorOperators.ADD);
+            float s = Math.scalb(a0.add(a1).reduceLanes(VectorOperators.ADD), shift);
             for (; i < n; i++) s += dtype.get(weight, e + i) * x[i];
             y[r] = s;
         }

@@ -50,8 +50,13 @@ final class RowDecoder {
      * floats. Exact for every finite half; infinities and NaNs do not occur in weights.
      */
     static FloatVector halfToFloat(ShortVector h) {
+        return halfTimes2ToMinus112(h).mul(HALF_EXPONENT_REBIAS);
+    }
+
+    /** {@link #halfToFloat} without its final scaling: the half's value times 2^-112, exactly. */
+    private static FloatVector halfTimes2ToMinus112(ShortVector h) {
         IntVector bits = (IntVector) h.castShape(INTS, 0);
-        return bits.lanewise(VectorOperators.LSHL, 13).and(0x8fffe000).reinterpretAsFloats().mul(HALF_EXPONENT_REBIAS);
+        return bits.lanewise(VectorOperators.LSHL, 13).and(0x8fffe000).reinterpretAsFloats();
     }
 
     /** One vector of elements {@code first ..} as floats. */
@@ -62,6 +67,20 @@ final class RowDecoder {
                     .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
             case F32 -> FloatVector.fromMemorySegment(FLOATS, data, first * 4, LE);
         };
+    }
+
+    /**
+     * {@link #load} divided by {@link #foldedScale}: fp16 elements skip the multiply that ends their decoding, so that
+     * a matvec can fold it into its input once instead of paying it on every weight vector.
+     */
+    static FloatVector loadFolded(MemorySegment data, DType dtype, long first) {
+        return dtype == DType.F16 ? halfTimes2ToMinus112(ShortVector.fromMemorySegment(SHORTS, data, first * 2, LE))
+                : load(data, dtype, first);
+    }
+
+    /** The power of two that {@link #loadFolded} leaves out for {@code dtype}. */
+    static float foldedScale(DType dtype) {
+        return dtype == DType.F16 ? HALF_EXPONENT_REBIAS : 1f;
     }
 
     private static void decodeBF16(MemorySegment data, long first, int count, float[] dst, int dstOffset) {

@@ -54,6 +54,21 @@ class LinearTest {
         }
     }
 
+    /**
+     * A decode step scales its input by 2^112 for fp16 weights; inputs from 2^15 up (here up to 2^17) must be scaled
+     * down first rather than overflow.
+     */
+    @Test
+    void oneTokenInputsBeyondTheFoldedRangeDoNotOverflow() {
+        try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
+            Random random = new Random(13);
+            Case c = randomLinear(arena, random, DType.F16, 37, 45);
+            float[] x = randomInput(random, 45);
+            for (int i = 0; i < x.length; i++) x[i] *= 0x1p15f;
+            assertMatches(c, x, 1, c.linear.apply(pool, scratch(pool, c.linear), x, 1));
+        }
+    }
+
     private static Case randomLinear(Arena arena, Random random, DType dtype, int out, int in) {
         MemorySegment w = arena.allocate((long) out * in * dtype.bytes);
         MemorySegment b = arena.allocate((long) out * 4);
@@ -76,11 +91,13 @@ class LinearTest {
     /** y against W x + b computed in double from the weights as the checkpoint stores them. */
     private static void assertMatches(Case c, float[] x, int tokens, float[] y) {
         int out = c.linear.outDim, in = c.linear.inDim;
+        double scale = 1;
+        for (float v : x) scale = Math.max(scale, Math.abs(v));
         for (int t = 0; t < tokens; t++) {
             for (int r = 0; r < out; r++) {
                 double expected = c.bias.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, r);
                 for (int i = 0; i < in; i++) expected += (double) c.dtype.get(c.weight, (long) r * in + i) * x[t * in + i];
-                assertEquals(expected, y[t * out + r], 1e-4 * Math.sqrt(in),
+                assertEquals(expected, y[t * out + r], 1e-4 * Math.sqrt(in) * scale,
                         c.dtype + " " + out + "x" + in + ", " + tokens + " tokens, token " + t + " row " + r);
             }
         }
