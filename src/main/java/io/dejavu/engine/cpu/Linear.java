@@ -110,9 +110,10 @@ final class Linear {
 
     /**
      * A decode step's matvec, the memory-bound case: weights are decoded in registers straight into the
-     * multiply-adds, one row at a time. Reading rows one after another keeps the weight reads a single sequential
-     * stream, which the hardware prefetchers follow; interleaving several rows (to share the loads of x) made as many
-     * short streams per page and ran at a third of the memory bandwidth (docs/BENCHMARKS.md).
+     * multiply-adds. Four rows at a time share each load of x, and they are taken a quarter of the range apart, so
+     * that each is its own sequential stream through its own pages, which the hardware prefetchers follow. Four
+     * neighbouring rows instead (four short streams within one page) ran at a third of the memory bandwidth, one row
+     * at a time at two thirds (docs/BENCHMARKS.md).
      * <p>
      * The weights come as {@link RowDecoder#loadFolded} gives them, without the power-of-two scale that ends an fp16
      * decoding; {@code scaled} is x times that scale and times 2^-shift (see {@link #foldShift}), and each row's sum
@@ -120,24 +121,38 @@ final class Linear {
      * and sum is the one of x and the decoded weights, one multiply per weight vector cheaper.
      */
     private void rowsOneToken(float[] x, float[] scaled, int shift, float[] y, int rowFrom, int rowTo) {
-        int n = inDim, lanes = F.length(), bound = F.loopBound(n);
-        for (int r = rowFrom; r < rowTo; r++) {
+        int n = inDim, lanes = F.length(), bound = F.loopBound(n), quarter = (rowTo - rowFrom) / 4;
+        for (int r = rowFrom; r < rowFrom + quarter; r++) {
+            long e0 = (long) r * n, e1 = e0 + (long) quarter * n, e2 = e1 + (long) quarter * n, e3 = e2 + (long) quarter * n;
+            FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < bound; i += lanes) {
+                FloatVector xv = FloatVector.fromArray(F, scaled, i);
+                a0 = RowDecoder.loadFolded(weight, dtype, e0 + i).fma(xv, a0);
+                a1 = RowDecoder.loadFolded(weight, dtype, e1 + i).fma(xv, a1);
+                a2 = RowDecoder.loadFolded(weight, dtype, e2 + i).fma(xv, a2);
+                a3 = RowDecoder.loadFolded(weight, dtype, e3 + i).fma(xv, a3);
+            }
+            y[r] = finishRow(a0, shift, e0, bound, x);
+            y[r + quarter] = finishRow(a1, shift, e1, bound, x);
+            y[r + 2 * quarter] = finishRow(a2, shift, e2, bound, x);
+            y[r + 3 * quarter] = finishRow(a3, shift, e3, bound, x);
+        }
+        for (int r = rowFrom + 4 * quarter; r < rowTo; r++) {
             long e = (long) r * n;
-            FloatVector a0 = FloatVector.zero(F), a1 = a0;
-            int i = 0;
-            for (; i + lanes < bound; i += 2 * lanes) {
-                a0 = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a0);
-                a1 = RowDecoder.loadFolded(weight, dtype, e + i + lanes).fma(FloatVector.fromArray(F, scaled, i + lanes), a1);
+            FloatVector a = FloatVector.zero(F);
+            for (int i = 0; i < bound; i += lanes) {
+                a = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a);
             }
-            if (i < bound) {
-                a0 = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a0);
-                i += lanes;
-            }
-            float s = Math.scalb(a0.add(a1).reduceLanes(VectorOperators.ADD), shift);
-            for (; i < n; i++) s += dtype.get(weight, e + i) * x[i];
-            y[r] = s;
+            y[r] = finishRow(a, shift, e, bound, x);
         }
         addBias(y, 0, 1, rowFrom, rowTo - rowFrom);
+    }
+
+    /** A row's sum: its vector lanes scaled back by 2^shift, plus its elements from {@code from} on. */
+    private float finishRow(FloatVector acc, int shift, long rowStart, int from, float[] x) {
+        float s = Math.scalb(acc.reduceLanes(VectorOperators.ADD), shift);
+        for (int i = from; i < inDim; i++) s += dtype.get(weight, rowStart + i) * x[i];
+        return s;
     }
 
     private void addBias(float[] y, int t0, int t1, int r, int rows) {
