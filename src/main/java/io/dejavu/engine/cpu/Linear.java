@@ -112,8 +112,8 @@ final class Linear {
      * A decode step's matvec, the memory-bound case: weights are decoded in registers straight into the
      * multiply-adds. Four rows at a time share each load of x, and they are taken a quarter of the range apart, so
      * that each is its own sequential stream through its own pages, which the hardware prefetchers follow. Four
-     * neighbouring rows instead (four short streams within one page) ran at a third of the memory bandwidth, one row
-     * at a time at two thirds (docs/BENCHMARKS.md).
+     * neighbouring rows instead (four short streams within one page) read memory at a quarter of the speed of a plain
+     * read, one row at a time at two thirds (docs/BENCHMARKS.md).
      * <p>
      * The weights come as {@link RowDecoder#loadFolded} gives them, without the power-of-two scale that ends an fp16
      * decoding; {@code scaled} is x times that scale and times 2^-shift (see {@link #foldShift}), and each row's sum
