@@ -59,8 +59,10 @@ final class Linear {
         // A decode step's input as rowsOneToken multiplies it with each linear's folded weights.
         float[][] scaled = new float[linears.length][];
         int shift = tokens == 1 ? foldShift(x) : 0;
-        for (int m = 0; m < linears.length && tokens == 1; m++) {
-            scaled[m] = scale(x, Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift));
+        if (tokens == 1) {
+            for (int m = 0; m < linears.length; m++) {
+                scaled[m] = scale(x, Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift));
+            }
         }
         pool.run(first[linears.length], ROW_BLOCK, (worker, from, to) -> {
             for (int m = 0; m < linears.length; m++) {
@@ -123,7 +125,7 @@ final class Linear {
     private void rowsOneToken(float[] x, float[] scaled, int shift, float[] y, int rowFrom, int rowTo) {
         int n = inDim, lanes = F.length(), bound = F.loopBound(n), quarter = (rowTo - rowFrom) / 4;
         for (int r = rowFrom; r < rowFrom + quarter; r++) {
-            long e0 = (long) r * n, e1 = e0 + (long) quarter * n, e2 = e1 + (long) quarter * n, e3 = e2 + (long) quarter * n;
+            long gap = (long) quarter * n, e0 = (long) r * n, e1 = e0 + gap, e2 = e1 + gap, e3 = e2 + gap;
             FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < bound; i += lanes) {
                 FloatVector xv = FloatVector.fromArray(F, scaled, i);

@@ -43,8 +43,8 @@ class LinearTest {
     void applyAllMatchesEachLinearAlone() {
         try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
             Random random = new Random(11);
-            Case[] cases = {randomLinear(arena, random, DType.F16, 37, 45), randomLinear(arena, random, DType.BF16, 9, 45),
-                    randomLinear(arena, random, DType.F16, 64, 45)};
+            Case[] cases = {randomLinear(arena, random, DType.F16, 37, 45),
+                    randomLinear(arena, random, DType.BF16, 9, 45), randomLinear(arena, random, DType.F16, 64, 45)};
             Linear[] linears = {cases[0].linear, cases[1].linear, cases[2].linear};
             for (int tokens : new int[]{1, 3}) {
                 float[] x = randomInput(random, tokens * 45);
@@ -96,7 +96,9 @@ class LinearTest {
         for (int t = 0; t < tokens; t++) {
             for (int r = 0; r < out; r++) {
                 double expected = c.bias.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, r);
-                for (int i = 0; i < in; i++) expected += (double) c.dtype.get(c.weight, (long) r * in + i) * x[t * in + i];
+                for (int i = 0; i < in; i++) {
+                    expected += (double) c.dtype.get(c.weight, (long) r * in + i) * x[t * in + i];
+                }
                 assertEquals(expected, y[t * out + r], 1e-4 * Math.sqrt(in) * scale,
                         c.dtype + " " + out + "x" + in + ", " + tokens + " tokens, token " + t + " row " + r);
             }
@@ -106,7 +108,8 @@ class LinearTest {
     private static void set(MemorySegment w, DType dtype, long index, float value) {
         switch (dtype) {
             case F16 -> w.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index, Float.floatToFloat16(value));
-            case BF16 -> w.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index, (short) (Float.floatToRawIntBits(value) >>> 16));
+            case BF16 -> w.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index,
+                    (short) (Float.floatToRawIntBits(value) >>> 16));
             case F32 -> w.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, index, value);
         }
     }
