@@ -10,14 +10,17 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * A torch.nn.Linear over a mapped checkpoint weight [out, in]: y = W x + b for a block of tokens, fp32 math.
- * Weight-stationary: each thread takes a range of output rows, decodes {@link #ROW_BLOCK} rows at a time into a small
- * float scratch and dots them with every token of the block, so each weight row is read from memory once per
- * {@link #TOKEN_BLOCK} tokens (once per decode step) and the decoding cost is shared by all those tokens.
+ * Weight-stationary: each thread takes a range of output rows and reads each weight row from memory once per decode
+ * step, or once per {@link #TOKEN_BLOCK} tokens of a prompt. A decode step (up to {@link #FEW_TOKENS} tokens) decodes
+ * the weights in registers straight into the multiply-adds; longer blocks decode {@link #ROW_BLOCK} rows at a time
+ * into a small float scratch and dot them with every token of the block, sharing the decoding cost among them.
  */
 final class Linear {
     static final int ROW_BLOCK = 4;
     /** Tokens whose inputs stay in L2 while a row block is dotted with them (prefill, perplexity). */
     static final int TOKEN_BLOCK = 64;
+    /** Up to this many tokens (a decode step of a small batch) are multiplied straight from the weights' vectors. */
+    static final int FEW_TOKENS = 8;
     private static final VectorSpecies<Float> F = RowDecoder.FLOATS;
 
     final int outDim;
@@ -56,12 +59,15 @@ final class Linear {
             ys[m] = new float[tokens * linears[m].outDim];
             first[m + 1] = first[m] + (linears[m].outDim + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK;
         }
-        // A decode step's input as rowsOneToken multiplies it with each linear's folded weights.
+        // A decode step's input as the in-register kernels multiply it with each linear's folded weights.
+        boolean few = tokens <= FEW_TOKENS;
         float[][] scaled = new float[linears.length][];
-        int shift = tokens == 1 ? foldShift(x) : 0;
-        if (tokens == 1) {
+        int shift = few ? foldShift(x) : 0;
+        if (few) {
+            int paddedTokens = tokens == 1 ? 1 : (tokens + 3) / 4 * 4;
             for (int m = 0; m < linears.length; m++) {
-                scaled[m] = scale(x, Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift));
+                float factor = Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift);
+                scaled[m] = scale(x, factor, paddedTokens * linears[m].inDim);
             }
         }
         pool.run(first[linears.length], ROW_BLOCK, (worker, from, to) -> {
@@ -70,6 +76,7 @@ final class Linear {
                 int rowFrom = Math.max(from, first[m]) - first[m], rowTo = Math.min(to - first[m], l.outDim);
                 if (rowFrom >= rowTo) continue;
                 if (tokens == 1) l.rowsOneToken(x, scaled[m], shift, ys[m], rowFrom, rowTo);
+                else if (few) l.rowsFewTokens(x, scaled[m], shift, tokens, ys[m], rowFrom, rowTo);
                 else l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch[worker]);
             }
         });
@@ -86,8 +93,9 @@ final class Linear {
         return Math.max(0, Math.getExponent(max) - 14);
     }
 
-    private static float[] scale(float[] x, float factor) {
-        float[] out = new float[x.length];
+    /** x times factor, followed by zeros up to {@code length}. */
+    private static float[] scale(float[] x, float factor, int length) {
+        float[] out = new float[length];
         for (int i = 0; i < x.length; i++) out[i] = x[i] * factor;
         return out;
     }
@@ -134,10 +142,10 @@ final class Linear {
                 a2 = RowDecoder.loadFolded(weight, dtype, e2 + i).fma(xv, a2);
                 a3 = RowDecoder.loadFolded(weight, dtype, e3 + i).fma(xv, a3);
             }
-            y[r] = finishRow(a0, shift, e0, bound, x);
-            y[r + quarter] = finishRow(a1, shift, e1, bound, x);
-            y[r + 2 * quarter] = finishRow(a2, shift, e2, bound, x);
-            y[r + 3 * quarter] = finishRow(a3, shift, e3, bound, x);
+            y[r] = finishRow(a0, shift, e0, bound, x, 0);
+            y[r + quarter] = finishRow(a1, shift, e1, bound, x, 0);
+            y[r + 2 * quarter] = finishRow(a2, shift, e2, bound, x, 0);
+            y[r + 3 * quarter] = finishRow(a3, shift, e3, bound, x, 0);
         }
         for (int r = rowFrom + 4 * quarter; r < rowTo; r++) {
             long e = (long) r * n;
@@ -145,15 +153,63 @@ final class Linear {
             for (int i = 0; i < bound; i += lanes) {
                 a = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a);
             }
-            y[r] = finishRow(a, shift, e, bound, x);
+            y[r] = finishRow(a, shift, e, bound, x, 0);
         }
         addBias(y, 0, 1, rowFrom, rowTo - rowFrom);
     }
 
-    /** A row's sum: its vector lanes scaled back by 2^shift, plus its elements from {@code from} on. */
-    private float finishRow(FloatVector acc, int shift, long rowStart, int from, float[] x) {
+    /**
+     * A small batch's decode step: like {@link #rowsOneToken}, weights are decoded in registers and multiplied with
+     * the inputs there, so that reading the weights overlaps the arithmetic (decoding rows into a buffer first, as
+     * {@link #rows} does, made the two wait for each other). Two rows half the range apart, four tokens at a time;
+     * {@code scaled} holds the tokens' inputs folded as for one token, padded with zero tokens to a multiple of four.
+     */
+    private void rowsFewTokens(float[] x, float[] scaled, int shift, int tokens, float[] y, int rowFrom, int rowTo) {
+        int n = inDim, lanes = F.length(), bound = F.loopBound(n), half = (rowTo - rowFrom + 1) / 2;
+        for (int ra = rowFrom; ra < rowFrom + half; ra++) {
+            // With an odd count of rows the last one is computed twice.
+            int rb = Math.min(ra + half, rowTo - 1);
+            long ea = (long) ra * n, eb = (long) rb * n;
+            for (int t = 0; t < tokens; t += 4) {
+                int o0 = t * n, o1 = o0 + n, o2 = o1 + n, o3 = o2 + n;
+                FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                for (int i = 0; i < bound; i += lanes) {
+                    FloatVector wa = RowDecoder.loadFolded(weight, dtype, ea + i);
+                    FloatVector wb = RowDecoder.loadFolded(weight, dtype, eb + i);
+                    FloatVector x0 = FloatVector.fromArray(F, scaled, o0 + i);
+                    FloatVector x1 = FloatVector.fromArray(F, scaled, o1 + i);
+                    FloatVector x2 = FloatVector.fromArray(F, scaled, o2 + i);
+                    FloatVector x3 = FloatVector.fromArray(F, scaled, o3 + i);
+                    a0 = wa.fma(x0, a0);
+                    b0 = wb.fma(x0, b0);
+                    a1 = wa.fma(x1, a1);
+                    b1 = wb.fma(x1, b1);
+                    a2 = wa.fma(x2, a2);
+                    b2 = wb.fma(x2, b2);
+                    a3 = wa.fma(x3, a3);
+                    b3 = wb.fma(x3, b3);
+                }
+                finishTokenRows(a0, b0, t, tokens, ra, rb, shift, bound, x, y);
+                finishTokenRows(a1, b1, t + 1, tokens, ra, rb, shift, bound, x, y);
+                finishTokenRows(a2, b2, t + 2, tokens, ra, rb, shift, bound, x, y);
+                finishTokenRows(a3, b3, t + 3, tokens, ra, rb, shift, bound, x, y);
+            }
+        }
+        addBias(y, 0, tokens, rowFrom, rowTo - rowFrom);
+    }
+
+    /** Token t's outputs of rows ra and rb, unless t is padding. */
+    private void finishTokenRows(FloatVector a, FloatVector b, int t, int tokens, int ra, int rb, int shift, int bound,
+                                 float[] x, float[] y) {
+        if (t >= tokens) return;
+        y[t * outDim + ra] = finishRow(a, shift, (long) ra * inDim, bound, x, t * inDim);
+        y[t * outDim + rb] = finishRow(b, shift, (long) rb * inDim, bound, x, t * inDim);
+    }
+
+    /** A row's sum: its vector lanes scaled back by 2^shift, plus its elements from {@code from} on times x[xo..]. */
+    private float finishRow(FloatVector acc, int shift, long rowStart, int from, float[] x, int xo) {
         float s = Math.scalb(acc.reduceLanes(VectorOperators.ADD), shift);
-        for (int i = from; i < inDim; i++) s += dtype.get(weight, rowStart + i) * x[i];
+        for (int i = from; i < inDim; i++) s += dtype.get(weight, rowStart + i) * x[xo + i];
         return s;
     }
 

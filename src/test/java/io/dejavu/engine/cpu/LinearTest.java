@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
  * Linear against a double-precision reference, for widths that leave vector tails and row counts that leave uneven
- * thread chunks, on both the one-token (decode) path and the token-block path.
+ * thread chunks, on the one-token and few-token (decode) paths and the token-block path.
  */
 class LinearTest {
     private static final int[][] SHAPES = {{37, 45}, {64, 48}, {9, 7}, {130, 96}, {16, 2048}};
@@ -29,7 +29,7 @@ class LinearTest {
             for (DType dtype : DType.values()) {
                 for (int[] shape : SHAPES) {
                     Case c = randomLinear(arena, random, dtype, shape[0], shape[1]);
-                    for (int tokens : new int[]{1, 3}) {
+                    for (int tokens : new int[]{1, 3, Linear.FEW_TOKENS, Linear.FEW_TOKENS + 1}) {
                         float[] x = randomInput(random, tokens * shape[1]);
                         assertMatches(c, x, tokens, c.linear.apply(pool, scratch(pool, c.linear), x, tokens));
                     }
