@@ -1,6 +1,6 @@
-// Times sparse.cu's select_union alone (cudaEvents over many launches) for the shapes of the sparse step:
+// Times sparse.cuh's select_union alone (cudaEvents over many launches) for the shapes of the sparse step:
 // nvcc -O3 -arch=sm_90 -I src/main/cuda scripts/gpu/select_micro.cu -o /tmp/select_micro && /tmp/select_micro
-#include "../../src/main/cuda/sparse.cu"
+#include "../../src/main/cuda/sparse.cuh"
 #include <cstdio>
 #include <vector>
 #include <random>

@@ -1,4 +1,4 @@
-// Device helpers shared by the kernel modules (decoder.cu, sparse.cu): warp and block reductions, 16-byte
+// Device helpers shared by the kernels (decoder.cu, sparse.cuh): warp and block reductions, 16-byte
 // streaming loads, fp16 dot products, and the programmatic-dependent-launch handshake every kernel starts with.
 #pragma once
 #include <cuda_fp16.h>

@@ -5,6 +5,7 @@
 // Shapes: T tokens in a forward pass, h hidden, f ffn width, V vocabulary, H heads of width d, S sequences.
 // KV cache: per layer two pools [block][head][BLOCK_TOKENS][d] fp16; a token's slot = block * BLOCK_TOKENS + offset.
 #include "common.cuh"
+#include "sparse.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Epilogue shared by the GEMV and the GEMM: v = acc (+ bias[n]) (relu) (+ residual[m][n]), stored as fp32 or fp16,

@@ -23,7 +23,7 @@ import java.util.Map;
 import static jcuda.driver.JCudaDriver.*;
 
 /**
- * A CUDA context on one device with the kernels loaded (decoder.cu, sparse.cu), a main stream and a side stream.
+ * A CUDA context on one device with the kernels loaded (decoder.cu), a main stream and a side stream.
  * Launches go to the main stream, or to the side stream inside {@link #onSideStream}: the sparse step computes the
  * predictions for the next layer there while the main stream runs the current one. Every CUDA call's result is
  * checked (JCuda throws on any error). The context is current on one thread at a time: the engine makes it current
@@ -31,10 +31,9 @@ import static jcuda.driver.JCudaDriver.*;
  */
 final class CudaContext implements AutoCloseable {
     static final String KERNELS = "/cuda/decoder.fatbin";
-    private static final List<String> MODULES = List.of(KERNELS, "/cuda/sparse.fatbin");
 
     private final CUcontext context = new CUcontext();
-    private final List<CUmodule> modules = new ArrayList<>();
+    private final CUmodule module = new CUmodule();
     private final CUstream stream = new CUstream(), sideStream = new CUstream();
     private CUstream current = stream;
     private final Map<String, CUfunction> functions = new HashMap<>();
@@ -43,7 +42,7 @@ final class CudaContext implements AutoCloseable {
     private final long totalMemory;
 
     CudaContext(int deviceIndex) {
-        List<byte[]> fatbins = MODULES.stream().map(CudaContext::kernels).toList();
+        byte[] fatbin = kernels();
         try {
             JCudaDriver.setExceptionsEnabled(true);
             cuInit(0);
@@ -66,11 +65,7 @@ final class CudaContext implements AutoCloseable {
             throw new CudaUnavailableException("CUDA driver not usable: "
                     + String.valueOf(e.getMessage()).lines().findFirst().orElse(""));
         }
-        for (byte[] fatbin : fatbins) {
-            CUmodule module = new CUmodule();
-            cuModuleLoadData(module, fatbin);
-            modules.add(module);
-        }
+        cuModuleLoadData(module, fatbin);
         cuStreamCreate(stream, 0);
         cuStreamCreate(sideStream, 0);
         streamHandle = DependentLaunch.handle(stream);
@@ -101,7 +96,7 @@ final class CudaContext implements AutoCloseable {
 
     /** Why CUDA cannot be used here, or null when it can (loads the driver but creates no context). */
     static String unavailableReason() {
-        if (MODULES.stream().anyMatch(m -> CudaContext.class.getResource(m) == null)) {
+        if (CudaContext.class.getResource(KERNELS) == null) {
             return "this build has no CUDA kernels (nvcc was not found when it was built)";
         }
         try {
@@ -116,10 +111,10 @@ final class CudaContext implements AutoCloseable {
         }
     }
 
-    private static byte[] kernels(String resource) {
-        try (InputStream in = CudaContext.class.getResourceAsStream(resource)) {
+    private static byte[] kernels() {
+        try (InputStream in = CudaContext.class.getResourceAsStream(KERNELS)) {
             if (in == null) {
-                throw new CudaUnavailableException("this build has no CUDA kernels (" + resource
+                throw new CudaUnavailableException("this build has no CUDA kernels (" + KERNELS
                         + " missing: nvcc was not found when it was built)");
             }
             byte[] bytes = in.readAllBytes();
@@ -127,7 +122,7 @@ final class CudaContext implements AutoCloseable {
             System.arraycopy(bytes, 0, terminated, 0, bytes.length);
             return terminated;
         } catch (IOException e) {
-            throw new CudaUnavailableException("cannot read " + resource + ": " + e.getMessage());
+            throw new CudaUnavailableException("cannot read " + KERNELS + ": " + e.getMessage());
         }
     }
 
@@ -151,16 +146,9 @@ final class CudaContext implements AutoCloseable {
 
     CUfunction function(String name) {
         return functions.computeIfAbsent(name, n -> {
-            for (CUmodule module : modules) {
-                CUfunction f = new CUfunction();
-                try {
-                    cuModuleGetFunction(f, module, n);
-                    return f;
-                } catch (CudaException notInThisModule) {
-                    // try the next module
-                }
-            }
-            throw new IllegalStateException("no kernel named " + n + " in " + MODULES);
+            CUfunction f = new CUfunction();
+            cuModuleGetFunction(f, module, n);
+            return f;
         });
     }
 
@@ -343,7 +331,7 @@ final class CudaContext implements AutoCloseable {
         for (CUevent e : events) cuEventDestroy(e);
         cuStreamDestroy(sideStream);
         cuStreamDestroy(stream);
-        for (CUmodule module : modules) cuModuleUnload(module);
+        cuModuleUnload(module);
         cuCtxDestroy(context);
     }
 }

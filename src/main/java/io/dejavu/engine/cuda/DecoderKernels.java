@@ -126,7 +126,7 @@ final class DecoderKernels {
                 queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads, headDim, scale, partition);
     }
 
-    /** sparse.cu's SELECT_MAX_EXPANDED_ITEMS: items that may be expanded to several rows (heads). */
+    /** sparse.cuh's SELECT_MAX_EXPANDED_ITEMS: items that may be expanded to several rows (heads). */
     static final int SELECT_MAX_EXPANDED_ITEMS = 256;
     /** The most items select_union chooses among: 1024 threads holding SELECT_PER_THREAD (32) keys each. */
     static final int SELECT_MAX_ITEMS = 1024 * 32;
@@ -150,14 +150,14 @@ final class DecoderKernels {
     }
 
     private static final int[] SPARSE_TILES = {1, 2, 4, 8, 16};
-    /** sparse.cu's DOWN_COLUMNS: the columns one block of sparse_down owns. */
+    /** sparse.cuh's DOWN_COLUMNS: the columns one block of sparse_down owns. */
     private static final int DOWN_COLUMNS = 64;
 
     /** The largest token count the sparse kernels take in one launch. */
     static final int SPARSE_MAX_TOKENS = 16;
 
     /**
-     * x[t] += bias + sum over the rows i < *count of a[t][i] * w[index[i]] (sparse.cu's sparse_down), a = coef
+     * x[t] += bias + sum over the rows i < *count of a[t][i] * w[index[i]] (sparse.cuh's sparse_down), a = coef
      * [t][ldCoef] (the sparse MLP's ReLU outputs), or, when coef is 0, gathered[t][index[i]] (the selected heads'
      * attention output, for out_proj). The column slices of h times enough shares of the rows to fill the GPU.
      */

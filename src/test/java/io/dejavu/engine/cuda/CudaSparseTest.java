@@ -26,7 +26,7 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The CUDA sparse decode step (sparse.cu; predictions on the side stream, union over the batch, fused sparse MLP,
+ * The CUDA sparse decode step (sparse.cuh; predictions on the side stream, union over the batch, sparse MLP,
  * sparse attention) against the dense GPU decoder and the CPU engine's sparse path.
  */
 class CudaSparseTest {

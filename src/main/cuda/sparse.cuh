@@ -1,8 +1,10 @@
 // Kernels of the Deja Vu sparse decode step (io.dejavu.engine.cuda.CudaEngine with predictors attached): choosing
 // the MLP neurons and attention heads from the predictors' scores, the union over a batch, and executing only the
-// chosen rows of the weights. The predictors' two low-rank layers run as ordinary GEMVs (decoder.cu).
+// chosen rows of the weights. The predictors' two low-rank layers run as ordinary GEMVs (decoder.cu). Compiled as
+// part of decoder.cu, so that the engine loads one module and finds every kernel in it.
 //
 // Shapes as in decoder.cu: T tokens of a decode step, h hidden, f ffn width, H heads of width d.
+#pragma once
 #include "common.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
