@@ -69,8 +69,12 @@ final class RequestReader {
                       boolean includeUsage, boolean sparse) {
     }
 
-    /** Parses a request body or WebSocket message; a 400 when it is not one JSON object. */
+    /** Parses a request body (null when the request had none) or WebSocket message; a 400 when it is not one JSON object. */
     static JsonNode parse(String text) {
+        if (text == null || text.isBlank()) {
+            throw new ApiException(400, "invalid_request_error", null, "invalid_json",
+                    "the request body is empty; send a JSON object");
+        }
         try {
             JsonNode node = JSON.readTree(text);
             if (node == null || !node.isObject()) {

@@ -143,6 +143,8 @@ class HttpApiTest {
     @ParameterizedTest(name = "{0} -> {1} {2}")
     @CsvSource(delimiter = '|', value = {
             "{bad json|400|",
+            "''|400|",
+            "' '|400|",
             "[1, 2]|400|",
             "{\"prompt\": \"\"}|400|prompt",
             "{\"max_tokens\": 3}|400|prompt",
