@@ -1,5 +1,8 @@
 package io.dejavu.api;
 
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.dejavu.generation.FinishReason;
 import io.dejavu.metrics.ServiceMetrics;
@@ -9,6 +12,7 @@ import io.vertx.core.http.ServerWebSocket;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
 
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.Map;
@@ -24,6 +28,7 @@ import java.util.Map;
  */
 final class WebSocketSession {
     private static final int MAX_ID_LENGTH = 256;
+    private static final JsonFactory JSON = new JsonFactory();
 
     private final ServerWebSocket socket;
     private final RequestReader reader;
@@ -72,6 +77,7 @@ final class WebSocketSession {
         String id = null;
         try {
             if (text.length() > maxMessageBytes || text.getBytes(StandardCharsets.UTF_8).length > maxMessageBytes) {
+                id = idOf(text);
                 throw new ApiException(413, "invalid_request_error", null, "message_too_large",
                         "the message is larger than the limit of " + maxMessageBytes + " bytes");
             }
@@ -91,6 +97,29 @@ final class WebSocketSession {
             metrics.error(e.kind());
             sendError(id, e);
         }
+    }
+
+    /**
+     * The top-level "id" of a message refused for its size, found without building the message, so that the client
+     * learns which of its generations was refused (else it would wait for it forever); null when there is none.
+     * Vert.x has already bounded the message at 4 times the limit.
+     */
+    private static String idOf(String text) {
+        try (JsonParser parser = JSON.createParser(text)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) return null;
+            while (parser.nextToken() == JsonToken.FIELD_NAME) {
+                String name = parser.currentName();
+                JsonToken value = parser.nextToken();
+                if (name.equals("id")) {
+                    String id = value == JsonToken.VALUE_STRING ? parser.getText() : "";
+                    return id.isEmpty() || id.length() > MAX_ID_LENGTH ? null : id;
+                }
+                parser.skipChildren();
+            }
+        } catch (IOException e) {
+            // Not JSON: the error goes out without an id.
+        }
+        return null;
     }
 
     private void generate(String clientId, JsonNode message) {

@@ -119,6 +119,8 @@ class WebSocketApiTest {
             ws.send(new JsonObject().put("type", "cancel").put("id", "nobody"));
             assertError(ws.next(), "nobody", "not_found");
             ws.send(generate("big", "x ".repeat(2000), 5));
+            assertError(ws.next(), "big", "message_too_large");
+            ws.sendText("[\"" + "x".repeat(3000) + "\"]");
             assertError(ws.next(), null, "message_too_large");
 
             ws.send(generate("ok", "The", 3));
