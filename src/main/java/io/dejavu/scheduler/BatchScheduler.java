@@ -125,10 +125,16 @@ public final class BatchScheduler {
         return Admission.ACCEPTED;
     }
 
-    /** Cancels a queued or running request; it ends with a CANCELLED event within one engine step. */
+    /**
+     * Cancels a queued or running request: a queued one ends at once, giving its place in the queue back (else
+     * clients that gave up would keep others out until a batch slot freed), a running one within one engine step.
+     */
     public void cancel(String requestId) {
         Active entry = active.get(requestId);
-        if (entry != null) entry.cancelled = true;
+        if (entry == null) return;
+        entry.cancelled = true;
+        // Only one of this and the engine thread's poll can take the entry; it has no sequence yet.
+        if (waiting.remove(entry)) finish(entry, FinishReason.CANCELLED, null);
     }
 
     /** Stops admitting new requests; the queued and running ones go on until {@link #cancelAll()}. */

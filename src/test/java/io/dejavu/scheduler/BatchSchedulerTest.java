@@ -26,6 +26,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -42,6 +43,8 @@ class BatchSchedulerTest {
     private static OptModel model;
     private static Tokenizer tokenizer;
     private final BlockingQueue<GenerationEvent> events = new LinkedBlockingQueue<>();
+    /** How many forward passes the engine had begun when each request's finish event was sent. */
+    private final Map<String, Integer> passesAtFinish = new ConcurrentHashMap<>();
     private RecordingEngine engine;
     private BatchScheduler scheduler;
 
@@ -122,8 +125,10 @@ class BatchSchedulerTest {
 
     private void start(int maxBatch, int queueLimit, int prefillChunk) {
         engine = new RecordingEngine();
-        scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, events::add,
-                new ServiceMetrics());
+        scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, event -> {
+            if (event instanceof GenerationEvent.Finish) passesAtFinish.put(event.requestId(), engine.passes.size());
+            events.add(event);
+        }, new ServiceMetrics());
         scheduler.start();
     }
 
@@ -223,12 +228,30 @@ class BatchSchedulerTest {
         scheduler.submit(new GenerationRequest("b", prompt("The"), greedy(3)));
         GenerationEvent first = events.poll(60, TimeUnit.SECONDS);
         assertTrue(first instanceof GenerationEvent.Token token && token.requestId().equals("a"));
+        int passesAtCancel = engine.passes.size();
         scheduler.cancel("a");
         Map<String, FinishReason> reasons = new HashMap<>();
         collect(new HashMap<>(Map.of("a", new ArrayList<>(List.of(((GenerationEvent.Token) first).tokenId())),
                 "b", new ArrayList<>())), reasons);
         assertEquals(FinishReason.CANCELLED, reasons.get("a"));
+        // At most the pass under way (or about to start) when cancel was called; the next one is b's.
+        assertTrue(passesAtFinish.get("a") <= passesAtCancel + 1,
+                "cancelled after " + (passesAtFinish.get("a") - passesAtCancel) + " more passes");
         assertEquals(FinishReason.LENGTH, reasons.get("b"));
+    }
+
+    @Test
+    void cancellingAWaitingRequestEndsItAtOnceAndFreesItsQueuePlace() throws InterruptedException {
+        start(1, 1, 64);
+        scheduler.submit(new GenerationRequest("running", prompt("The"), greedy(500)));
+        assertTrue(events.poll(60, TimeUnit.SECONDS) instanceof GenerationEvent.Token);
+        assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("waiting", prompt("The"), greedy(1))));
+        scheduler.cancel("waiting");
+        assertEquals(0, scheduler.waitingCount());
+        assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("next", prompt("The"), greedy(1))));
+        Map<String, FinishReason> reasons = new HashMap<>();
+        collect(List.of("waiting"), reasons);
+        assertEquals(FinishReason.CANCELLED, reasons.get("waiting"));
     }
 
     @Test

@@ -21,7 +21,7 @@ class QueueLimitTest {
 
     @BeforeAll
     static void start() {
-        server = TestServer.start(Map.of("max_batch_size", "1", "queue_limit", "1"));
+        server = TestServer.start(Map.of("max_batch_size", "1", "queue_limit", "1", "max_output_tokens", "1000"));
     }
 
     @AfterAll
@@ -30,7 +30,7 @@ class QueueLimitTest {
     }
 
     private static JsonObject generate(String id) {
-        return new JsonObject().put("type", "generate").put("id", id).put("prompt", "And the LORD").put("max_tokens", 250);
+        return new JsonObject().put("type", "generate").put("id", id).put("prompt", "And the LORD").put("max_tokens", 1000);
     }
 
     @Test
@@ -54,8 +54,19 @@ class QueueLimitTest {
             assertEquals("third", error.getString("id"));
             assertEquals("queue_full", error.getJsonObject("error").getString("code"));
 
-            ws.send(new JsonObject().put("type", "cancel").put("id", "running"));
+            // A waiting request that is cancelled ends at once and gives its place back, while the running one goes on.
             ws.send(new JsonObject().put("type", "cancel").put("id", "waiting"));
+            JsonObject waitingDone = ws.next("done");
+            assertEquals("waiting", waitingDone.getString("id"));
+            assertEquals("cancelled", waitingDone.getString("finish_reason"));
+            assertEquals(0, queued());
+            ws.send(generate("fourth"));
+            deadline = System.nanoTime() + 5_000_000_000L;
+            while (queued() < 1 && System.nanoTime() < deadline) Thread.sleep(10);
+            assertEquals(1, queued());
+
+            ws.send(new JsonObject().put("type", "cancel").put("id", "running"));
+            ws.send(new JsonObject().put("type", "cancel").put("id", "fourth"));
             int cancelled = 0;
             while (cancelled < 2) {
                 JsonObject done = ws.next("done");
