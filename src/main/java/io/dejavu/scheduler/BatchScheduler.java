@@ -154,11 +154,19 @@ public final class BatchScheduler {
     private void run() {
         try {
             while (state == State.READY || !active.isEmpty()) {
-                if (running.isEmpty() && !awaitWork()) continue;
-                retireCancelled();
-                admitWaiting();
-                if (!running.isEmpty()) step();
-                metrics.queue(waiting.size(), running.size());
+                try {
+                    if (running.isEmpty() && !awaitWork()) continue;
+                    retireCancelled();
+                    admitWaiting();
+                    if (!running.isEmpty()) step();
+                    metrics.queue(waiting.size(), running.size());
+                } catch (RuntimeException | Error e) {
+                    // Beyond a failed forward pass (step handles those): an Error such as running out of memory, or
+                    // a bug. The running sequences' state is unknown, so they end with the error instead of leaving
+                    // their clients waiting for tokens that would never come; the thread goes on serving.
+                    e.printStackTrace();
+                    failStep(List.copyOf(running), e);
+                }
             }
         } finally {
             state = State.STOPPED;
@@ -219,7 +227,9 @@ public final class BatchScheduler {
                     request.params().withMaxTokens(Math.min(request.params().maxTokens(), room)), tokenizer,
                     engine.config().eosTokenId());
             entry.sequence = engine.newSequence();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
+            // Also an Error (a KV cache that does not fit in memory): the request is out of the queue and not yet
+            // running, so only this answer can tell its client.
             metrics.error("engine");
             finish(entry, FinishReason.ERROR, "could not start the generation: " + e.getMessage());
             return;
@@ -336,7 +346,7 @@ public final class BatchScheduler {
     }
 
     /** The engine failed: the sequences of this pass are in an unknown state, so they end; the rest go on. */
-    private void failStep(List<Active> members, RuntimeException e) {
+    private void failStep(List<Active> members, Throwable e) {
         String message = "the engine failed: " + (e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName());
         System.err.println("dejavu: " + message + " (failing " + members.size() + " request(s))");
         for (Active entry : members) {
