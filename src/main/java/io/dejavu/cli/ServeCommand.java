@@ -7,8 +7,12 @@ import io.dejavu.model.ModelLoadException;
 import io.dejavu.server.DejavuServer;
 import io.dejavu.engine.EngineFactory;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Model.OptionSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
+import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -76,24 +80,28 @@ public final class ServeCommand implements Callable<Integer> {
             description = "on shutdown, how long in-flight generations may finish before they are cancelled")
     String shutdownGraceSeconds;
 
+    @Spec
+    CommandSpec spec;
+
     @Override
     public Integer call() throws InterruptedException {
         ServiceConfig config;
         String modelName;
+        PrintWriter err = spec.commandLine().getErr();
         try {
             config = ServiceConfig.load(configFile(), System.getenv(), overrides());
             modelName = modelName(config.model());
-            System.err.println("dejavu serve: backend " + EngineFactory.describe(config.backend()));
+            err.println("dejavu serve: backend " + EngineFactory.describe(config.backend()));
             config = resolvePaths(config);
         } catch (ConfigException | ModelLoadException | IllegalStateException e) {
-            System.err.println("dejavu serve: " + e.getMessage());
+            err.println("dejavu serve: " + e.getMessage());
             return 2;
         }
         DejavuServer server;
         try {
             server = DejavuServer.start(config, modelName);
         } catch (RuntimeException e) {
-            System.err.println("dejavu serve: cannot start: " + e.getMessage());
+            err.println("dejavu serve: cannot start: " + e.getMessage());
             return 1;
         }
         CountDownLatch stopped = new CountDownLatch(1);
@@ -106,18 +114,18 @@ public final class ServeCommand implements Callable<Integer> {
         return 0;
     }
 
+    /** The flags given, by the key they set: each key's flag is --KEY with dashes for underscores. */
     private Map<String, String> overrides() {
         Map<String, String> values = new LinkedHashMap<>();
-        String[][] pairs = {{"model", model}, {"backend", backend}, {"host", host}, {"port", port},
-                {"http_instances", httpInstances}, {"max_batch_size", maxBatchSize}, {"queue_limit", queueLimit},
-                {"max_prompt_tokens", maxPromptTokens}, {"max_output_tokens", maxOutputTokens},
-                {"prefill_chunk_tokens", prefillChunkTokens}, {"sparsity", sparsity},
-                {"sparse_default", sparseDefault}, {"sparse_mlp_k", sparseMlpK}, {"sparse_heads_keep", sparseHeadsKeep},
-                {"api_keys", apiKeys},
-                {"cors_origins", corsOrigins}, {"max_body_bytes", maxBodyBytes}, {"max_frame_bytes", maxFrameBytes},
-                {"webroot", webroot}, {"shutdown_grace_seconds", shutdownGraceSeconds}};
-        for (String[] pair : pairs) if (pair[1] != null) values.put(pair[0], pair[1]);
+        for (String key : ServiceConfig.keys()) {
+            OptionSpec option = spec.findOption(flag(key));
+            if (option != null && option.getValue() != null) values.put(key, option.getValue());
+        }
         return values;
+    }
+
+    static String flag(String key) {
+        return "--" + key.replace('_', '-');
     }
 
     /** The given file; else conf/config.json of the working directory, else of the installation (bin/dejavu's). */
@@ -139,7 +147,12 @@ public final class ServeCommand implements Callable<Integer> {
         if (!Files.isDirectory(model)) model = ModelLocator.fromEnvironment().locate(config.model().toString());
         String sparsity = config.sparsity();
         boolean directory = !sparsity.equals(ServiceConfig.SPARSITY_AUTO) && !sparsity.equals(ServiceConfig.SPARSITY_DENSE);
-        return config.withPaths(model, locate(config.webroot()), directory ? locate(Path.of(sparsity)).toString() : sparsity);
+        Path webroot = locate(config.webroot());
+        if (!Files.isDirectory(webroot)) {
+            throw new ConfigException("setting 'webroot': " + config.webroot() + " is not a directory (looked in the "
+                    + "working directory" + (searchDirs().size() > 1 ? " and the installation" : "") + ")");
+        }
+        return config.withPaths(model, webroot, directory ? locate(Path.of(sparsity)).toString() : sparsity);
     }
 
     /** The id the API serves the model under: a hub id as given, else the directory's name. */
