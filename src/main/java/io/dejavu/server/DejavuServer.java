@@ -76,7 +76,7 @@ public final class DejavuServer implements AutoCloseable {
         return server;
     }
 
-    private static void registerCodecs(EventBus eventBus) {
+    static void registerCodecs(EventBus eventBus) {
         eventBus.registerDefaultCodec(GenerationRequest.class, new LocalCodec<>(GenerationRequest.class));
         eventBus.registerDefaultCodec(Admission.class, new LocalCodec<>(Admission.class));
         eventBus.registerDefaultCodec(GenerationEvent.Token.class, new LocalCodec<>(GenerationEvent.Token.class));
