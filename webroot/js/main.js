@@ -54,7 +54,8 @@ $('reset-params').addEventListener('click', resetParams);
 
 const tabs = [...document.querySelectorAll('.modes [role=tab]')];
 
-function setMode(next) {
+/** @param focusInput false when the arrow keys move along the tabs: the focus stays on the tab. */
+function setMode(next, focusInput = true) {
   mode = next;
   for (const tab of tabs) {
     const selected = tab.dataset.mode === next;
@@ -68,10 +69,8 @@ function setMode(next) {
     $('prompt').placeholder = next === 'chat'
       ? 'Type a message — Enter sends, Shift+Enter breaks the line, Esc stops'
       : 'A raw prompt for the model to continue — Enter sends, Esc stops';
-    $('prompt').focus();
-  } else {
-    $('compare-prompt').focus();
   }
+  if (focusInput) $(next === 'compare' ? 'compare-prompt' : 'prompt').focus();
   updateButtons();
 }
 
@@ -81,8 +80,8 @@ for (const tab of tabs) {
     const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
     if (!step) return;
     const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+    setMode(next.dataset.mode, false);
     next.focus();
-    setMode(next.dataset.mode);
   });
 }
 

@@ -36,6 +36,8 @@ export function describeError(error) {
       return 'The server is shutting down; the page reconnects when it is back.';
     case 'context_length_exceeded':
       return `The prompt is too long. ${error.message}. Start a new chat or shorten it.`;
+    case 'message_too_large':
+      return `The prompt is too long to send: ${error.message}. Start a new chat or shorten it.`;
     case 'invalid_api_key':
       return 'This server needs an API key: enter it in the side panel.';
     case 'connection_lost':

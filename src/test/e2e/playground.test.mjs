@@ -178,6 +178,107 @@ test('Stop ends the stream before max tokens', async () => {
   await page.close();
 });
 
+/** Opens the page with its WebSocket passed through a recorder: returns the page and the messages it sent. */
+async function recordedPage() {
+  const page = await browser.newPage();
+  const failures = [];
+  page.on('pageerror', (e) => failures.push(e.message));
+  page.failures = failures;
+  const sent = [];
+  await page.routeWebSocket(/\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((text) => {
+      sent.push(JSON.parse(text));
+      server.send(text);
+    });
+  });
+  await page.goto(URL);
+  await connected(page);
+  return { page, sent };
+}
+
+test('the model card describes the model; the side panel\'s parameters are sent as set, and Defaults restores them', async () => {
+  const { page, sent } = await recordedPage();
+  const card = Object.fromEntries(await page.$$eval('#model-card dt',
+    (terms) => terms.map((dt) => [dt.textContent, dt.nextElementSibling.textContent])));
+  assert.deepEqual(card, {
+    name: 'opt-demo',
+    size: '8.7 M parameters, 16.6 MiB',
+    layers: '8',
+    heads: '4 per layer',
+    neurons: '1024 per MLP',
+    context: '1024 tokens',
+    backend: 'cpu',
+    sparsity: 'dense by default, sparse on request',
+    predictors: 'calibrated',
+  });
+
+  await page.fill('input[name=temperature]', '0.3');
+  await page.fill('input[name=top_p]', '0.8');
+  await page.fill('input[name=top_k]', '12');
+  await page.fill('input[name=max_tokens]', '5');
+  await page.fill('input[name=seed]', '42');
+  await page.fill('textarea[name=stop]', 'END\n\\n');
+  await page.selectOption('select[name=sparse]', 'false');
+  await page.fill('#prompt', 'Hi there');
+  await page.press('#prompt', 'Enter');
+  await page.locator('.turn.assistant .status', { hasText: /finished|stopped at max tokens/ }).waitFor({ timeout: 60_000 });
+  const { id, ...chosen } = sent.find((m) => m.type === 'generate');
+  assert.ok(id);
+  assert.deepEqual(chosen, {
+    type: 'generate', temperature: 0.3, top_p: 0.8, top_k: 12, max_tokens: 5, seed: 42, stop: ['END', '\n'],
+    sparse: false, messages: [{ role: 'user', content: 'Hi there' }],
+  });
+
+  await page.click('#reset-params');
+  await page.click('#tab-completion');
+  await page.fill('#prompt', 'Once');
+  await page.press('#prompt', 'Enter');
+  await page.locator('.turn.assistant .status', { hasText: /finished|stopped at max tokens/ }).waitFor({ timeout: 60_000 });
+  const { id: second, ...defaults } = sent.filter((m) => m.type === 'generate')[1];
+  assert.notEqual(second, id);
+  // No "sparse": the server's sparse_default decides.
+  assert.deepEqual(defaults, {
+    type: 'generate', temperature: 0.7, top_p: 0.9, top_k: 40, max_tokens: 64, seed: null, stop: [], prompt: 'Once',
+  });
+  assert.deepEqual(page.failures, []);
+  await page.close();
+});
+
+test('keyboard: the arrow keys walk the mode tabs, Esc stops the answer; a prompt too large to send is explained', async () => {
+  const { page, sent } = await recordedPage();
+  await page.focus('#tab-chat');
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.getAttribute('#tab-compare', 'aria-selected'), 'true');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'tab-compare', 'the focus stays on the tabs');
+  await page.keyboard.press('ArrowLeft');
+  assert.equal(await page.getAttribute('#tab-completion', 'aria-selected'), 'true');
+  assert.equal(await page.isVisible('#compare'), false);
+
+  await page.click('#tab-chat');
+  await page.fill('input[name=max_tokens]', '256');
+  await page.fill('#prompt', 'Write a long story about a ship.');
+  await page.press('#prompt', 'Enter');
+  await page.locator('.turn.assistant .tok').first().waitFor({ timeout: 60_000 });
+  await page.keyboard.press('Escape');
+  await page.locator('.turn.assistant:not(.streaming)').waitFor({ timeout: 60_000 });
+  const { id } = sent.find((m) => m.type === 'generate');
+  assert.ok(sent.some((m) => m.type === 'cancel' && m.id === id), 'Esc sent a cancel for the running answer');
+  assert.equal(await page.isEnabled('#send'), true);
+
+  // Beyond the server's max_frame_bytes (65536): refused, and the page says so instead of waiting forever.
+  await page.click('#new-chat');
+  await page.fill('#prompt', 'x'.repeat(70_000));
+  await page.press('#prompt', 'Enter');
+  const status = page.locator('.turn.assistant .status.error-text');
+  await status.waitFor({ timeout: 30_000 });
+  assert.match(await status.innerText(), /The prompt is too long to send: .*65536 bytes.*shorten it/);
+  assert.equal(await page.isEnabled('#send'), true);
+  assert.deepEqual(page.failures, []);
+  await page.close();
+});
+
 test('compare: the same prompt streams dense and sparse with speeds, divergence and real sparse figures', async () => {
   const page = await openPage();
   await connected(page);
