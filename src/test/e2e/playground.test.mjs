@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -337,6 +338,40 @@ test('a dropped connection is reported and the page reconnects', async () => {
   await page.fill('#prompt', 'Hello again');
   await page.press('#prompt', 'Enter');
   await page.locator('.turn.assistant .status', { hasText: /finished|stopped at max tokens/ }).waitFor({ timeout: 60_000 });
+  await page.close();
+});
+
+test('while the server cannot be reached, reconnection backs off exponentially', async () => {
+  const page = await openPage();
+  await connected(page);
+  // The page's own Connection, pointed at a port nothing listens on: every handshake fails at once.
+  const closedPort = await new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+  const waits = await page.evaluate(async (port) => {
+    const { Connection } = await import('/js/connection.js');
+    const connection = new Connection({ url: () => `ws://127.0.0.1:${port}/ws`, needsAuth: async () => false });
+    const seen = [];
+    await new Promise((resolve) => {
+      connection.addEventListener('status', ({ detail }) => {
+        if (detail.state !== 'waiting') return;
+        seen.push(detail);
+        if (seen.length === 3) resolve();
+      });
+      connection.connect();
+    });
+    clearTimeout(connection.timer);
+    return seen;
+  }, closedPort);
+  assert.deepEqual(waits.map((w) => w.attempt), [1, 2, 3]);
+  // 0.5 s, 1 s, 2 s, each with up to 20% jitter.
+  waits.forEach((w, i) => {
+    const base = 500 * 2 ** i;
+    assert.ok(w.delayMs >= 0.8 * base && w.delayMs <= 1.2 * base, `attempt ${w.attempt} waits ${w.delayMs} ms`);
+  });
   await page.close();
 });
 
