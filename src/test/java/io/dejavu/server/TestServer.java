@@ -31,16 +31,15 @@ final class TestServer implements AutoCloseable {
     }
 
     static TestServer start(Map<String, String> settings, EngineFactory.Maker engines) {
-        int port = freePort();
         Map<String, String> all = new HashMap<>(Map.of("model", "models/opt-demo", "backend", "cpu",
-                "host", "127.0.0.1", "port", Integer.toString(port), "http_instances", "1",
+                "host", "127.0.0.1", "port", Integer.toString(freePort()), "http_instances", "1",
                 "shutdown_grace_seconds", "2"));
         all.putAll(settings);
         ServiceConfig config = ServiceConfig.load(Path.of("conf/config.json"), Map.of(), all);
-        return new TestServer(DejavuServer.start(config, "opt-demo", engines), port);
+        return new TestServer(DejavuServer.start(config, "opt-demo", engines), config.port());
     }
 
-    private static int freePort() {
+    static int freePort() {
         try (ServerSocket socket = new ServerSocket(0)) {
             return socket.getLocalPort();
         } catch (IOException e) {
