@@ -103,21 +103,23 @@ final class InferenceVerticle extends VerticleBase {
      * rest are cancelled (their clients get a "cancelled" finish).
      */
     @Override
-    public Future<?> stop() throws InterruptedException {
+    public Future<?> stop() {
         BatchScheduler batcher = scheduler;
-        if (batcher != null) {
-            batcher.drain();
-            if (!batcher.awaitStopped(config.shutdownGraceSeconds(), TimeUnit.SECONDS)) {
+        if (batcher != null) batcher.drain();
+        // The wait runs off this verticle's thread: until the engine stops, the verticle's consumers must go on
+        // taking cancellations (clients that leave) and answering new requests with SHUTTING_DOWN (a 503 at once).
+        return vertx.executeBlocking(() -> {
+            if (batcher != null && !batcher.awaitStopped(config.shutdownGraceSeconds(), TimeUnit.SECONDS)) {
                 System.err.printf("dejavu: cancelling %d unfinished request(s)%n", batcher.activeCount());
                 batcher.cancelAll();
                 if (!batcher.awaitStopped(30, TimeUnit.SECONDS)) {
                     System.err.println("dejavu: the engine did not stop within 30 s of cancelling");
-                    return Future.succeededFuture();
+                    return null;
                 }
             }
-        }
-        if (model != null) model.close();
-        return Future.succeededFuture();
+            if (model != null) model.close();
+            return null;
+        }, false);
     }
 
     EngineStatus status() {
