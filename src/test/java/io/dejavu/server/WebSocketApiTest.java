@@ -1,6 +1,7 @@
 package io.dejavu.server;
 
 import io.vertx.core.Vertx;
+import io.vertx.core.http.WebSocketClientOptions;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
 import io.vertx.junit5.VertxExtension;
@@ -8,6 +9,8 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.HashMap;
 import java.util.Map;
@@ -127,6 +130,24 @@ class WebSocketApiTest {
             assertEquals("ok", ws.next("done").getString("id"));
             assertFalse(ws.closed);
         }
+    }
+
+    /**
+     * Past 4 times max_frame_bytes Vert.x does not read the message at all; the connection closes with 1009 (message
+     * too big), whether the message came in one frame or in several.
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {65536, 4096})
+    void aMessageFarPastTheLimitClosesTheConnectionAsTooBig(int clientFrameBytes, Vertx vertx) throws Exception {
+        try (WsClient ws = WsClient.connect(vertx, server.port, "/ws", null,
+                new WebSocketClientOptions().setMaxFrameSize(clientFrameBytes))) {
+            ws.send(generate("huge", "x ".repeat(5000), 5));
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (!ws.closed && System.nanoTime() < deadline) Thread.sleep(10);
+            assertTrue(ws.closed);
+            assertEquals((short) 1009, ws.closeStatus);
+        }
+        assertEquals(200, server.get("/health").statusCode());
     }
 
     @Test

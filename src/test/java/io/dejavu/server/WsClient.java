@@ -3,6 +3,7 @@ package io.dejavu.server;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.WebSocket;
 import io.vertx.core.http.WebSocketClient;
+import io.vertx.core.http.WebSocketClientOptions;
 import io.vertx.core.http.WebSocketConnectOptions;
 import io.vertx.core.json.JsonObject;
 
@@ -32,9 +33,15 @@ final class WsClient implements AutoCloseable {
     }
 
     static WsClient connect(Vertx vertx, int port, String uri, String authorization) throws Exception {
+        return connect(vertx, port, uri, authorization, new WebSocketClientOptions());
+    }
+
+    /** @param clientOptions the client's options, e.g. the largest frame it sends (longer messages go in several) */
+    static WsClient connect(Vertx vertx, int port, String uri, String authorization, WebSocketClientOptions clientOptions)
+            throws Exception {
         WebSocketConnectOptions options = new WebSocketConnectOptions().setHost("127.0.0.1").setPort(port).setURI(uri);
         if (authorization != null) options.addHeader("Authorization", authorization);
-        WebSocketClient client = vertx.createWebSocketClient();
+        WebSocketClient client = vertx.createWebSocketClient(clientOptions);
         WebSocket socket = client.connect(options).toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
         return new WsClient(client, socket);
     }
