@@ -19,9 +19,11 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -122,6 +124,29 @@ class HttpApiTest {
             if (delta != null) content.append(delta);
         }
         assertEquals(message.getString("content"), content.toString());
+    }
+
+    /** A seed gives the same sampled answer whether the request runs alone or batched with others; user is accepted. */
+    @Test
+    void aSeedReproducesTheAnswerAloneOrBatched() {
+        String seeded = "{\"prompt\": \"The President said\", \"max_tokens\": 24, \"temperature\": 1, "
+                + "\"seed\": 123, \"n\": 1, \"user\": \"test-user\"}";
+        String alone = choiceText(completion(seeded));
+        List<CompletableFuture<HttpResponse<String>>> others = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            others.add(server.http().sendAsync(HttpRequest.newBuilder(URI.create(server.url("/v1/completions")))
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"prompt\": \"Another prompt, number " + i
+                            + "\", \"max_tokens\": 40, \"temperature\": 1}"))
+                    .header("Content-Type", "application/json").build(), HttpResponse.BodyHandlers.ofString()));
+        }
+        String batched = choiceText(completion(seeded));
+        others.forEach(CompletableFuture::join);
+        assertEquals(alone, batched);
+        assertNotEquals(alone, choiceText(completion(seeded.replace("123", "124"))));
+    }
+
+    private static String choiceText(JsonObject answer) {
+        return answer.getJsonArray("choices").getJsonObject(0).getString("text");
     }
 
     @Test
