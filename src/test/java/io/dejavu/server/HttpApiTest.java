@@ -126,6 +126,31 @@ class HttpApiTest {
         assertEquals(message.getString("content"), content.toString());
     }
 
+    /** A stop sequence ends the answer before it, streamed or not, with finish_reason "stop". */
+    @Test
+    void aStopSequenceEndsTheAnswerBeforeIt() {
+        String request = "{\"prompt\": \"The President said\", \"max_tokens\": 20, \"temperature\": 0";
+        String free = choiceText(completion(request + "}"));
+        // A word from the middle of the greedy answer: the same answer, cut just before it.
+        int at = free.indexOf(' ', free.length() / 2);
+        String stop = free.substring(at, free.indexOf(' ', at + 1) > 0 ? free.indexOf(' ', at + 1) : free.length());
+        String expected = free.substring(0, free.indexOf(stop));
+        String stopped = request + ", \"stop\": [" + new JsonArray().add(stop).encode().substring(1);
+        JsonObject whole = completion(stopped + "}");
+        assertEquals(expected, choiceText(whole));
+        assertEquals("stop", whole.getJsonArray("choices").getJsonObject(0).getString("finish_reason"));
+        StringBuilder streamed = new StringBuilder();
+        String finish = null;
+        for (String event : sse(server.post("/v1/completions", stopped + ", \"stream\": true}"))) {
+            if (event.equals("[DONE]")) break;
+            JsonObject choice = new JsonObject(event).getJsonArray("choices").getJsonObject(0);
+            streamed.append(choice.getString("text"));
+            if (choice.getString("finish_reason") != null) finish = choice.getString("finish_reason");
+        }
+        assertEquals(expected, streamed.toString());
+        assertEquals("stop", finish);
+    }
+
     /** A seed gives the same sampled answer whether the request runs alone or batched with others; user is accepted. */
     @Test
     void aSeedReproducesTheAnswerAloneOrBatched() {
