@@ -147,6 +147,9 @@ public final class Sampler {
         } else {
             float[] byId = weightsById();
             double total = weighAll(x, n, max, invTemperature, byId);
+            // Nothing filters (the OpenAI defaults): draw from the weights as they are, skipping the candidate
+            // copies below. The sum and the draw run in id order as there, so a seed gives the same tokens.
+            if (topP >= 1 && params.minP() == 0) return drawById(byId, n);
             if (topP < 1) {
                 // Tokens lighter than (1 - topP) * total / n weigh less than (1 - topP) * total together, so the
                 // nucleus never reaches them; only the rest go into the heap.
@@ -188,6 +191,18 @@ public final class Sampler {
             if (u < 0) return ids[j];
         }
         return ids[kept - 1];
+    }
+
+    /** Draws an id with probability proportional to its weight. */
+    private int drawById(float[] w, int n) {
+        double total = 0;
+        for (int id = 0; id < n; id++) total += w[id];
+        double u = random.nextDouble() * total;
+        for (int id = 0; id < n; id++) {
+            u -= w[id];
+            if (u < 0) return id;
+        }
+        return n - 1;
     }
 
     /** The length of the shortest prefix of the (descending) weights whose sum reaches target. */

@@ -108,6 +108,15 @@ class SamplerTest {
         assertFalse(Arrays.equals(run(params, logits), run(params, logits)), "no seed: fresh randomness");
     }
 
+    /** With no filter the draw skips the candidate lists; a min-p that keeps every token takes the general path. */
+    @Test
+    void theUnfilteredDrawGivesTheTokensOfTheGeneralPath() {
+        float[] logits = new float[50272];
+        for (int i = 0; i < logits.length; i++) logits[i] = (float) Math.sin(i * 0.37) * 3;
+        SamplingParams unfiltered = SamplingParams.defaults().withTemperature(0.8).withSeed(7L);
+        assertArrayEquals(run(unfiltered.withMinP(Double.MIN_VALUE), logits), run(unfiltered, logits));
+    }
+
     private static int[] run(SamplingParams params, float[] logits) {
         Sampler sampler = new Sampler(params, 50265);
         IntSupplier next = () -> sampler.sample(logits);
