@@ -40,6 +40,12 @@ async function openPage(url = URL, viewport = null) {
   page.on('pageerror', (e) => failures.push(e.message));
   page.on('console', (m) => { if (m.type() === 'error') failures.push(m.text()); });
   page.failures = failures;
+  // Nothing from a CDN or anywhere else: the page must work offline on a LAN.
+  const origin = new globalThis.URL(url).origin;
+  page.on('request', (request) => {
+    const target = request.url();
+    if (!target.startsWith('data:') && new globalThis.URL(target).origin !== origin) failures.push(`request to ${target}`);
+  });
   await page.goto(url);
   return page;
 }
@@ -261,7 +267,8 @@ test('keyboard: the arrow keys walk the mode tabs, Esc stops the answer; a promp
   await page.fill('input[name=max_tokens]', '256');
   await page.fill('#prompt', 'Write a long story about a ship.');
   await page.press('#prompt', 'Enter');
-  await page.locator('.turn.assistant .tok').first().waitFor({ timeout: 60_000 });
+  // A token's text may be empty (held back), so its span is there but not visible.
+  await page.locator('.turn.assistant .tok').first().waitFor({ state: 'attached', timeout: 60_000 });
   await page.keyboard.press('Escape');
   await page.locator('.turn.assistant:not(.streaming)').waitFor({ timeout: 60_000 });
   const { id } = sent.find((m) => m.type === 'generate');
