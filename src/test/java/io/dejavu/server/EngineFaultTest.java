@@ -1,10 +1,6 @@
 package io.dejavu.server;
 
-import io.dejavu.engine.Engine;
-import io.dejavu.engine.Sequence;
-import io.dejavu.engine.Step;
 import io.dejavu.engine.cpu.CpuEngine;
-import io.dejavu.model.OptConfig;
 import io.vertx.core.json.JsonObject;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -12,7 +8,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import java.net.http.HttpResponse;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicReference;
 
@@ -25,43 +20,16 @@ class EngineFaultTest {
     private static final AtomicReference<Throwable> failNextStep = new AtomicReference<>();
     private static TestServer server;
 
-    /** The real CPU engine, made to fail one forward pass on demand. */
-    private record FailingOnce(Engine engine) implements Engine {
-        @Override
-        public OptConfig config() {
-            return engine.config();
-        }
-
-        @Override
-        public String backend() {
-            return engine.backend();
-        }
-
-        @Override
-        public Sequence newSequence() {
-            return engine.newSequence();
-        }
-
-        @Override
-        public List<float[][]> forward(List<Step> steps) {
+    @BeforeAll
+    static void start() {
+        server = TestServer.start(Map.of(), (backend, model, predictors) -> new HookedEngine(new CpuEngine(model), () -> {
             switch (failNextStep.getAndSet(null)) {
                 case null -> { }
                 case RuntimeException e -> throw e;
                 case Error e -> throw e;
                 default -> throw new IllegalStateException("unchecked throwables only");
             }
-            return engine.forward(steps);
-        }
-
-        @Override
-        public void close() {
-            engine.close();
-        }
-    }
-
-    @BeforeAll
-    static void start() {
-        server = TestServer.start(Map.of(), (backend, model, predictors) -> new FailingOnce(new CpuEngine(model)));
+        }));
     }
 
     @AfterAll

@@ -21,7 +21,9 @@ class QueueLimitTest {
 
     @BeforeAll
     static void start() {
-        server = TestServer.start(Map.of("max_batch_size", "1", "queue_limit", "1", "max_output_tokens", "1000"));
+        // 1000 tokens at 5 ms a step or more: the running request outlasts the test's steps on any engine.
+        server = TestServer.start(Map.of("max_batch_size", "1", "queue_limit", "1", "max_output_tokens", "1000"),
+                HookedEngine.slowed(5));
     }
 
     @AfterAll

@@ -22,7 +22,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class ShutdownTest {
     @Test
     void inFlightGenerationsEndCleanlyAndSocketsCloseGoingAway(Vertx vertx) throws Exception {
-        TestServer server = TestServer.start(Map.of("shutdown_grace_seconds", "2", "max_output_tokens", "1000"));
+        // At 5 ms a step or more, "long" cannot finish its 1000 tokens within the grace, however fast the engine.
+        TestServer server = TestServer.start(Map.of("shutdown_grace_seconds", "2", "max_output_tokens", "1000"),
+                HookedEngine.slowed(5));
         try (WsClient ws = WsClient.connect(vertx, server.port)) {
             ws.send(new JsonObject().put("type", "generate").put("id", "short").put("prompt", "The").put("max_tokens", 2));
             ws.send(new JsonObject().put("type", "generate").put("id", "long").put("prompt", "The").put("max_tokens", 1000));
