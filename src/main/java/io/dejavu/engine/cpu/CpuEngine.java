@@ -61,10 +61,32 @@ public final class CpuEngine implements Engine {
     private final Layer[] layers;
     private final OptWeights weights;
     private final WorkerPool pool;
-    /** Per thread: decoded weight rows. */
-    private final float[][] rowScratch;
+    private final Linear.Scratch linearScratch;
     /** Per thread: one head's attention scores. */
     private final float[][] scoreScratch;
+    /**
+     * A forward pass's working arrays, rows x width each, reused from pass to pass so that a decode step allocates
+     * next to nothing beyond the logits it returns (garbage made at every step sets the collector's pace, and a
+     * collection that lands in a step delays every sequence of the batch). Sized for the largest pass so far.
+     */
+    private int capacity;
+    /** The residual stream. */
+    private float[] h;
+    /** LayerNorm outputs: a block's input in pre-LN models; the rows whose logits are asked for, at the end. */
+    private float[] normed;
+    private float[] q, k, v;
+    /** Attention outputs, head after head within a row; starts each layer at zero, the value of a skipped head. */
+    private float[] attention;
+    /** out_proj's output, then the MLP block's. */
+    private float[] blockOut;
+    /** fc1's outputs, ffn wide. */
+    private float[] activations;
+    /** word_embed_proj_dim wide: the embeddings before project_in; the final rows after project_out. */
+    private float[] narrow;
+    /** The dense rows of a pass that has sparse rows: their MLP inputs, and outputs; only with predictors. */
+    private float[] denseIn, denseOut;
+    /** One position embedding. */
+    private final float[] position;
     /** Contextual sparsity, once predictors are attached. */
     private SparseExecution sparsity;
     private StepSparsity lastStepSparsity;
@@ -101,11 +123,11 @@ public final class CpuEngine implements Engine {
                     floats(l.mlpLayerNormWeight()), floats(l.mlpLayerNormBias()),
                     new Linear(l.fc1Weight(), l.fc1Bias()), new Linear(l.fc2Weight(), l.fc2Bias()));
         }
-        int scratch = 0;
-        for (Linear linear : linears()) scratch = Math.max(scratch, linear.scratchSize());
         pool = new WorkerPool(threads);
-        rowScratch = new float[threads][scratch];
+        // Up to three linears a call: q, k and v.
+        linearScratch = new Linear.Scratch(threads, 3, linears());
         scoreScratch = new float[threads][config.maxPositionEmbeddings()];
+        position = new float[hidden];
     }
 
     private static float[] floats(Tensor t) {
@@ -149,6 +171,8 @@ public final class CpuEngine implements Engine {
     public void attachPredictors(Predictors predictors) {
         checkOpen();
         sparsity = new SparseExecution(config, weights, predictors);
+        // The sparse path has working arrays of its own.
+        capacity = 0;
     }
 
     /** Memory the sparse path adds (the transposed fc2 copies); 0 without predictors. */
@@ -182,15 +206,16 @@ public final class CpuEngine implements Engine {
         lastStepSparsity = null;
         if (steps.isEmpty()) return List.of();
         Batch batch = batch(steps);
+        reserve(batch.size());
         SparseExecution.Plan plan = sparsePlan(batch);
-        float[] h = embed(batch);
+        embed(batch);
         for (int l = 0; l < layers.length; l++) {
             if (probe != null) probe.layerInput(l, h, batch.size());
             if (plan != null) plan.beforeLayer(pool, l, h);
-            attentionBlock(l, batch, h, probe, plan);
-            mlpBlock(l, batch, h, probe, plan);
+            attentionBlock(l, batch, probe, plan);
+            mlpBlock(l, batch, probe, plan);
         }
-        List<float[][]> logits = logits(steps, h);
+        List<float[][]> logits = logits(steps);
         for (Step step : steps) ((CpuSequence) step.sequence()).advance(step.tokens().length);
         if (plan != null) lastStepSparsity = plan.report();
         return logits;
@@ -236,86 +261,97 @@ public final class CpuEngine implements Engine {
         return new Batch(tokens, positions, sequences, sparse, decode);
     }
 
+    /** Grows the working arrays to hold {@code tokens} rows. */
+    private void reserve(int tokens) {
+        if (tokens <= capacity) return;
+        capacity = tokens;
+        h = new float[tokens * hidden];
+        normed = new float[tokens * hidden];
+        q = new float[tokens * hidden];
+        k = new float[tokens * hidden];
+        v = new float[tokens * hidden];
+        attention = new float[tokens * hidden];
+        blockOut = new float[tokens * hidden];
+        activations = new float[tokens * config.ffnDim()];
+        narrow = new float[tokens * config.wordEmbedProjDim()];
+        if (sparsity != null) {
+            denseIn = new float[tokens * hidden];
+            denseOut = new float[tokens * hidden];
+        }
+    }
+
     /** The sparse selections of this batch; null when no step runs sparse. */
     private SparseExecution.Plan sparsePlan(Batch b) {
         for (boolean s : b.sparse()) if (s) return sparsity.plan(b.sparse(), b.decode());
         return null;
     }
 
-    /** Token embeddings (through project_in where the model has it) plus learned positions. */
-    private float[] embed(Batch b) {
+    /** h = token embeddings (through project_in where the model has it) plus learned positions. */
+    private void embed(Batch b) {
         int n = b.size(), width = config.wordEmbedProjDim();
-        float[] x = new float[n * width];
+        float[] x = projectIn == null ? h : narrow;
         for (int t = 0; t < n; t++) {
             RowDecoder.decode(embedTokens.data(), embedTokens.dtype(), (long) b.tokens()[t] * width, width, x, t * width);
         }
-        float[] h = projectIn == null ? x : projectIn.apply(pool, rowScratch, x, n);
-        float[] position = new float[hidden];
+        if (projectIn != null) projectIn.apply(pool, linearScratch, x, n, h);
         for (int t = 0; t < n; t++) {
             long row = b.positions()[t] + OptConfig.POSITION_OFFSET;
             RowDecoder.decode(embedPositions.data(), embedPositions.dtype(), row * hidden, hidden, position, 0);
             for (int i = 0; i < hidden; i++) h[t * hidden + i] += position[i];
         }
-        return h;
     }
 
     /** h += out_proj(attention(LN(h))), with the LayerNorm before (pre-LN) or after the residual (post-LN). */
-    private void attentionBlock(int layer, Batch b, float[] h, ForwardProbe probe, SparseExecution.Plan plan) {
+    private void attentionBlock(int layer, Batch b, ForwardProbe probe, SparseExecution.Plan plan) {
         Layer w = layers[layer];
-        int n = b.size();
-        float[] x = preNorm ? layerNorm(h, n, w.attnNormWeight, w.attnNormBias) : h;
-        float[][] qkv = Linear.applyAll(pool, rowScratch, x, n, w.q, w.k, w.v);
-        float[] q = qkv[0], k = qkv[1], v = qkv[2];
-        for (int i = 0; i < q.length; i++) q[i] *= attentionScale;
-        storeKeysValues(layer, b, k, v);
-        float[] a = attend(layer, b, q, plan);
-        if (probe != null) probe.attentionOutput(layer, a, n);
-        float[] o = w.out.apply(pool, rowScratch, a, n);
-        for (int i = 0; i < h.length; i++) h[i] += o[i];
-        if (!preNorm) layerNormInPlace(h, n, w.attnNormWeight, w.attnNormBias);
+        int n = b.size(), size = n * hidden;
+        float[] x = preNorm ? layerNorm(h, normed, n, w.attnNormWeight, w.attnNormBias) : h;
+        Linear.applyAll(pool, linearScratch, x, n, new Linear[]{w.q, w.k, w.v}, new float[][]{q, k, v});
+        for (int i = 0; i < size; i++) q[i] *= attentionScale;
+        storeKeysValues(layer, b);
+        attend(layer, b, plan);
+        if (probe != null) probe.attentionOutput(layer, attention, n);
+        w.out.apply(pool, linearScratch, attention, n, blockOut);
+        for (int i = 0; i < size; i++) h[i] += blockOut[i];
+        if (!preNorm) layerNorm(h, h, n, w.attnNormWeight, w.attnNormBias);
     }
 
     /**
      * h += fc2(act(fc1(LN(h)))), the layer's final_layer_norm before (pre-LN) or after the residual (post-LN);
      * sparse rows run only their selected neurons.
      */
-    private void mlpBlock(int layer, Batch b, float[] h, ForwardProbe probe, SparseExecution.Plan plan) {
+    private void mlpBlock(int layer, Batch b, ForwardProbe probe, SparseExecution.Plan plan) {
         Layer w = layers[layer];
-        int n = b.size();
+        int n = b.size(), size = n * hidden;
         if (probe != null) probe.mlpInput(layer, h, n);
         if (plan != null) plan.beforeMlp(pool, layer, h);
-        float[] x = preNorm ? layerNorm(h, n, w.mlpNormWeight, w.mlpNormBias) : h;
-        float[] o;
+        float[] x = preNorm ? layerNorm(h, normed, n, w.mlpNormWeight, w.mlpNormBias) : h;
         if (plan == null) {
-            o = denseMlp(layer, w, x, n, probe);
+            denseMlp(layer, w, x, n, probe, blockOut);
         } else {
-            o = new float[n * hidden];
+            // The sparse rows' outputs are sums from zero.
+            Arrays.fill(blockOut, 0, size, 0f);
             int[] dense = plan.denseRows();
             if (dense.length > 0) {
-                float[] od = denseMlp(layer, w, gather(x, dense), dense.length, probe);
-                for (int r = 0; r < dense.length; r++) System.arraycopy(od, r * hidden, o, dense[r] * hidden, hidden);
+                for (int r = 0; r < dense.length; r++) System.arraycopy(x, dense[r] * hidden, denseIn, r * hidden, hidden);
+                denseMlp(layer, w, denseIn, dense.length, probe, denseOut);
+                for (int r = 0; r < dense.length; r++) System.arraycopy(denseOut, r * hidden, blockOut, dense[r] * hidden, hidden);
             }
-            plan.mlp(pool, layer, x, o);
+            plan.mlp(pool, layer, x, blockOut);
         }
-        for (int i = 0; i < h.length; i++) h[i] += o[i];
-        if (!preNorm) layerNormInPlace(h, n, w.mlpNormWeight, w.mlpNormBias);
+        for (int i = 0; i < size; i++) h[i] += blockOut[i];
+        if (!preNorm) layerNorm(h, h, n, w.mlpNormWeight, w.mlpNormBias);
     }
 
-    private float[] denseMlp(int layer, Layer w, float[] x, int n, ForwardProbe probe) {
-        float[] f = w.fc1.apply(pool, rowScratch, x, n);
-        activate(f);
-        if (probe != null) probe.mlpActivations(layer, f, n);
-        return w.fc2.apply(pool, rowScratch, f, n);
+    /** out = fc2(act(fc1(x))) for n rows. */
+    private void denseMlp(int layer, Layer w, float[] x, int n, ForwardProbe probe, float[] out) {
+        w.fc1.apply(pool, linearScratch, x, n, activations);
+        activate(activations, n * config.ffnDim());
+        if (probe != null) probe.mlpActivations(layer, activations, n);
+        w.fc2.apply(pool, linearScratch, activations, n, out);
     }
 
-    /** The given rows of x (each hidden wide), packed. */
-    private float[] gather(float[] x, int[] rows) {
-        float[] out = new float[rows.length * hidden];
-        for (int r = 0; r < rows.length; r++) System.arraycopy(x, rows[r] * hidden, out, r * hidden, hidden);
-        return out;
-    }
-
-    private void storeKeysValues(int layer, Batch b, float[] k, float[] v) {
+    private void storeKeysValues(int layer, Batch b) {
         for (int t = 0; t < b.size(); t++) {
             int pos = b.positions()[t], block = pos / CpuSequence.BLOCK_POSITIONS, slot = pos % CpuSequence.BLOCK_POSITIONS;
             float[] keys = b.sequences()[t].keys(block, layer), values = b.sequences()[t].values(block, layer);
@@ -328,9 +364,10 @@ public final class CpuEngine implements Engine {
     }
 
     /** Causal softmax attention of every token and head over its sequence's cache up to its own position. */
-    private float[] attend(int layer, Batch b, float[] q, SparseExecution.Plan plan) {
+    private void attend(int layer, Batch b, SparseExecution.Plan plan) {
         int n = b.size();
-        float[] out = new float[n * hidden];
+        float[] out = attention;
+        Arrays.fill(out, 0, n * hidden, 0f);
         pool.run(n * heads, 1, (worker, from, to) -> {
             for (int task = from; task < to; task++) {
                 // Later tokens attend over more positions: interleave both ends so contiguous chunks balance.
@@ -342,7 +379,6 @@ public final class CpuEngine implements Engine {
                         t * hidden + head * headDim, scoreScratch[worker]);
             }
         });
-        return out;
     }
 
     private void attendHead(int layer, CpuSequence s, int pos, int head, float[] q, float[] out, int offset,
@@ -390,11 +426,11 @@ public final class CpuEngine implements Engine {
         for (; i < n; i++) y[yo + i] += a * x[xo + i];
     }
 
-    private void activate(float[] f) {
+    private void activate(float[] f, int count) {
         if (gelu) {
-            for (int i = 0; i < f.length; i++) f[i] = gelu(f[i]);
+            for (int i = 0; i < count; i++) f[i] = gelu(f[i]);
         } else {
-            for (int i = 0; i < f.length; i++) f[i] = Math.max(f[i], 0f);
+            for (int i = 0; i < count; i++) f[i] = Math.max(f[i], 0f);
         }
     }
 
@@ -411,14 +447,11 @@ public final class CpuEngine implements Engine {
         return x >= 0 ? y : -y;
     }
 
-    private float[] layerNorm(float[] x, int n, float[] weight, float[] bias) {
-        float[] y = x.clone();
-        layerNormInPlace(y, n, weight, bias);
-        return y;
-    }
-
-    /** LayerNorm over each row of width hidden (eps 1e-5, biased variance); no affine part when weight is null. */
-    private void layerNormInPlace(float[] x, int n, float[] weight, float[] bias) {
+    /**
+     * y = LayerNorm(x) over each of n rows of width hidden (eps 1e-5, biased variance), no affine part when weight is
+     * null; y may be x. Returns y.
+     */
+    private float[] layerNorm(float[] x, float[] y, int n, float[] weight, float[] bias) {
         for (int t = 0; t < n; t++) {
             int o = t * hidden;
             double sum = 0;
@@ -431,17 +464,18 @@ public final class CpuEngine implements Engine {
             }
             float scale = (float) (1 / Math.sqrt(squares / hidden + OptConfig.LAYER_NORM_EPS));
             for (int i = 0; i < hidden; i++) {
-                float y = (x[o + i] - mean) * scale;
-                x[o + i] = weight == null ? y : y * weight[i] + bias[i];
+                float z = (x[o + i] - mean) * scale;
+                y[o + i] = weight == null ? z : z * weight[i] + bias[i];
             }
         }
+        return y;
     }
 
     /** Final LayerNorm, project_out and lm_head for the rows each step asks logits of. */
-    private List<float[][]> logits(List<Step> steps, float[] h) {
+    private List<float[][]> logits(List<Step> steps) {
         int rows = 0;
         for (Step s : steps) rows += s.allLogits() ? s.tokens().length : 1;
-        float[] x = new float[rows * hidden];
+        float[] x = normed;
         int r = 0, t = 0;
         for (Step s : steps) {
             int n = s.tokens().length;
@@ -450,9 +484,13 @@ public final class CpuEngine implements Engine {
             r += n - first;
             t += n;
         }
-        if (config.hasFinalLayerNorm()) layerNormInPlace(x, rows, finalNormWeight, finalNormBias);
-        if (projectOut != null) x = projectOut.apply(pool, rowScratch, x, rows);
-        float[] all = lmHead.apply(pool, rowScratch, x, rows);
+        if (config.hasFinalLayerNorm()) layerNorm(x, x, rows, finalNormWeight, finalNormBias);
+        if (projectOut != null) {
+            projectOut.apply(pool, linearScratch, x, rows, narrow);
+            x = narrow;
+        }
+        float[] all = new float[rows * config.vocabSize()];
+        lmHead.apply(pool, linearScratch, x, rows, all);
         int vocab = config.vocabSize();
         List<float[][]> out = new ArrayList<>(steps.size());
         r = 0;

@@ -7,6 +7,8 @@ import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.List;
 
 /**
  * A torch.nn.Linear over a mapped checkpoint weight [out, in]: y = W x + b for a block of tokens, fp32 math.
@@ -37,37 +39,45 @@ final class Linear {
         this.bias = bias == null ? null : bias.toFloatArray();
     }
 
-    /** Floats of scratch each thread needs. */
-    int scratchSize() {
-        return ROW_BLOCK * inDim;
+    /**
+     * Working memory of one engine's calls (it applies one call at a time): each worker's decoded weight rows for
+     * blocks of tokens, and, per linear of a call, a decode step's input folded for the in-register kernels.
+     */
+    static final class Scratch {
+        private final float[][] rows;
+        private final float[][] folded;
+
+        /** For calls of up to {@code linearsPerCall} of these linears on a pool of {@code threads}. */
+        Scratch(int threads, int linearsPerCall, List<Linear> linears) {
+            int maxIn = linears.stream().mapToInt(l -> l.inDim).max().orElse(0);
+            rows = new float[threads][ROW_BLOCK * maxIn];
+            folded = new float[linearsPerCall][paddedTokens(FEW_TOKENS) * maxIn];
+        }
     }
 
-    /** y[t] = W x[t] + b for {@code tokens} rows of {@code x} (each inDim wide); returns y (tokens x outDim). */
-    float[] apply(WorkerPool pool, float[][] scratch, float[] x, int tokens) {
-        return applyAll(pool, scratch, x, tokens, this)[0];
+    /** y[t] = W x[t] + b for {@code tokens} rows of {@code x} (each inDim wide), into y (tokens x outDim). */
+    void apply(WorkerPool pool, Scratch scratch, float[] x, int tokens, float[] y) {
+        applyAll(pool, scratch, x, tokens, new Linear[]{this}, new float[][]{y});
     }
 
     /**
-     * {@link #apply} of several linears over the same input (q, k and v), in one parallel section: their rows are
-     * split among the threads as one range, so a decode step pays one hand-off and one uneven finish, not three.
+     * {@link #apply} of several linears over the same input (q, k and v), into ys[m] for linears[m], in one
+     * parallel section: their rows are split among the threads as one range, so a decode step pays one hand-off
+     * and one uneven finish, not three.
      */
-    static float[][] applyAll(WorkerPool pool, float[][] scratch, float[] x, int tokens, Linear... linears) {
-        float[][] ys = new float[linears.length][];
+    static void applyAll(WorkerPool pool, Scratch scratch, float[] x, int tokens, Linear[] linears, float[][] ys) {
         // Each linear's first row in the joint range, its row count rounded up to whole row blocks.
         int[] first = new int[linears.length + 1];
         for (int m = 0; m < linears.length; m++) {
-            ys[m] = new float[tokens * linears[m].outDim];
             first[m + 1] = first[m] + (linears[m].outDim + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK;
         }
         // A decode step's input as the in-register kernels multiply it with each linear's folded weights.
         boolean few = tokens <= FEW_TOKENS;
-        float[][] scaled = new float[linears.length][];
-        int shift = few ? foldShift(x) : 0;
+        int shift = few ? foldShift(x, tokens * linears[0].inDim) : 0;
         if (few) {
-            int paddedTokens = tokens == 1 ? 1 : (tokens + 3) / 4 * 4;
             for (int m = 0; m < linears.length; m++) {
                 float factor = Math.scalb(RowDecoder.foldedScale(linears[m].dtype), -shift);
-                scaled[m] = scale(x, factor, paddedTokens * linears[m].inDim);
+                scale(x, tokens * linears[m].inDim, factor, scratch.folded[m], paddedTokens(tokens) * linears[m].inDim);
             }
         }
         pool.run(first[linears.length], ROW_BLOCK, (worker, from, to) -> {
@@ -75,29 +85,35 @@ final class Linear {
                 Linear l = linears[m];
                 int rowFrom = Math.max(from, first[m]) - first[m], rowTo = Math.min(to - first[m], l.outDim);
                 if (rowFrom >= rowTo) continue;
-                if (tokens == 1) l.rowsOneToken(x, scaled[m], shift, ys[m], rowFrom, rowTo);
-                else if (few) l.rowsFewTokens(x, scaled[m], shift, tokens, ys[m], rowFrom, rowTo);
-                else l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch[worker]);
+                if (tokens == 1) l.rowsOneToken(x, scratch.folded[m], shift, ys[m], rowFrom, rowTo);
+                else if (few) l.rowsFewTokens(x, scratch.folded[m], shift, tokens, ys[m], rowFrom, rowTo);
+                else l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch.rows[worker]);
             }
         });
-        return ys;
+    }
+
+    /** Tokens the few-token kernel reads: four at a time. */
+    private static int paddedTokens(int tokens) {
+        return tokens == 1 ? 1 : (tokens + 3) / 4 * 4;
     }
 
     /**
-     * The power of two that a decode step's input is divided by so that, times a folded scale of up to 2^112, no
-     * element overflows: 0 unless some |x| reaches 2^15.
+     * The power of two that a decode step's input ({@code x[0..count)}) is divided by so that, times a folded scale
+     * of up to 2^112, no element overflows: 0 unless some |x| reaches 2^15.
      */
-    private static int foldShift(float[] x) {
+    private static int foldShift(float[] x, int count) {
         float max = 0;
-        for (float v : x) max = Math.max(max, Math.abs(v));
+        for (int i = 0; i < count; i++) max = Math.max(max, Math.abs(x[i]));
         return Math.max(0, Math.getExponent(max) - 14);
     }
 
-    /** x times factor, followed by zeros up to {@code length}. */
-    private static float[] scale(float[] x, float factor, int length) {
-        float[] out = new float[length];
-        for (int i = 0; i < x.length; i++) out[i] = x[i] * factor;
-        return out;
+    /**
+     * out[0..count) = x times factor, then zeros up to {@code length}: the padding tokens' sums are thrown away, but
+     * what an earlier call left there could be NaN or subnormal.
+     */
+    private static void scale(float[] x, int count, float factor, float[] out, int length) {
+        for (int i = 0; i < count; i++) out[i] = x[i] * factor;
+        Arrays.fill(out, count, length, 0f);
     }
 
     private void rows(float[] x, int tokens, float[] y, int rowFrom, int rowTo, float[] w) {

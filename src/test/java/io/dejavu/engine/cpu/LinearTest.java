@@ -7,6 +7,8 @@ import org.junit.jupiter.api.Test;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.List;
 import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -31,7 +33,7 @@ class LinearTest {
                     Case c = randomLinear(arena, random, dtype, shape[0], shape[1]);
                     for (int tokens : new int[]{1, 3, Linear.FEW_TOKENS, Linear.FEW_TOKENS + 1}) {
                         float[] x = randomInput(random, tokens * shape[1]);
-                        assertMatches(c, x, tokens, c.linear.apply(pool, scratch(pool, c.linear), x, tokens));
+                        assertMatches(c, x, tokens, apply(pool, c.linear, x, tokens));
                     }
                 }
             }
@@ -48,8 +50,33 @@ class LinearTest {
             Linear[] linears = {cases[0].linear, cases[1].linear, cases[2].linear};
             for (int tokens : new int[]{1, 3}) {
                 float[] x = randomInput(random, tokens * 45);
-                float[][] ys = Linear.applyAll(pool, scratch(pool, linears[0]), x, tokens, linears);
+                float[][] ys = new float[linears.length][];
+                for (int m = 0; m < linears.length; m++) ys[m] = new float[tokens * linears[m].outDim];
+                Linear.applyAll(pool, new Linear.Scratch(pool.size(), linears.length, List.of(linears)), x, tokens, linears, ys);
                 for (int m = 0; m < cases.length; m++) assertMatches(cases[m], x, tokens, ys[m]);
+            }
+        }
+    }
+
+    /**
+     * An engine reuses its scratch and its input and output arrays from call to call, larger than a smaller call
+     * needs: what is left in them (here NaN, past the input and in the output) must not reach a call's results.
+     */
+    @Test
+    void staleValuesInReusedArraysDoNotReachTheResults() {
+        try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
+            Random random = new Random(17);
+            Case c = randomLinear(arena, random, DType.F16, 37, 45);
+            int most = Linear.FEW_TOKENS + 1;
+            Linear.Scratch scratch = new Linear.Scratch(pool.size(), 1, List.of(c.linear));
+            float[] x = new float[most * 45], y = new float[most * 37];
+            for (int tokens : new int[]{most, Linear.FEW_TOKENS, 3, 1, 5, 2, most}) {
+                float[] input = randomInput(random, tokens * 45);
+                Arrays.fill(x, Float.NaN);
+                Arrays.fill(y, Float.NaN);
+                System.arraycopy(input, 0, x, 0, input.length);
+                c.linear.apply(pool, scratch, x, tokens, y);
+                assertMatches(c, input, tokens, y);
             }
         }
     }
@@ -65,7 +92,7 @@ class LinearTest {
             Case c = randomLinear(arena, random, DType.F16, 37, 45);
             float[] x = randomInput(random, 45);
             for (int i = 0; i < x.length; i++) x[i] *= 0x1p15f;
-            assertMatches(c, x, 1, c.linear.apply(pool, scratch(pool, c.linear), x, 1));
+            assertMatches(c, x, 1, apply(pool, c.linear, x, 1));
         }
     }
 
@@ -84,8 +111,10 @@ class LinearTest {
         return x;
     }
 
-    private static float[][] scratch(WorkerPool pool, Linear linear) {
-        return new float[pool.size()][linear.scratchSize()];
+    private static float[] apply(WorkerPool pool, Linear linear, float[] x, int tokens) {
+        float[] y = new float[tokens * linear.outDim];
+        linear.apply(pool, new Linear.Scratch(pool.size(), 1, List.of(linear)), x, tokens, y);
+        return y;
     }
 
     /** y against W x + b computed in double from the weights as the checkpoint stores them. */
