@@ -489,17 +489,16 @@ public final class CpuEngine implements Engine {
             projectOut.apply(pool, linearScratch, x, rows, narrow);
             x = narrow;
         }
-        float[] all = new float[rows * config.vocabSize()];
-        lmHead.apply(pool, linearScratch, x, rows, all);
-        int vocab = config.vocabSize();
+        // The caller keeps the rows: fresh arrays, which lm_head fills in place.
+        float[][] all = new float[rows][];
         List<float[][]> out = new ArrayList<>(steps.size());
         r = 0;
         for (Step s : steps) {
-            int n = s.allLogits() ? s.tokens().length : 1;
-            float[][] logits = new float[n][];
-            for (int i = 0; i < n; i++, r++) logits[i] = Arrays.copyOfRange(all, r * vocab, (r + 1) * vocab);
+            float[][] logits = new float[s.allLogits() ? s.tokens().length : 1][];
+            for (int i = 0; i < logits.length; i++) logits[i] = all[r++] = new float[config.vocabSize()];
             out.add(logits);
         }
+        lmHead.applyToRows(pool, linearScratch, x, all);
         return out;
     }
 

@@ -55,9 +55,28 @@ final class Linear {
         }
     }
 
+    /** Where a call's results go: token t's outDim values from {@code offset(t)} of {@code array(t)} on. */
+    private record Out(float[] flat, float[][] rows, int width) {
+        float[] array(int t) {
+            return rows == null ? flat : rows[t];
+        }
+
+        int offset(int t) {
+            return rows == null ? t * width : 0;
+        }
+    }
+
     /** y[t] = W x[t] + b for {@code tokens} rows of {@code x} (each inDim wide), into y (tokens x outDim). */
     void apply(WorkerPool pool, Scratch scratch, float[] x, int tokens, float[] y) {
-        applyAll(pool, scratch, x, tokens, new Linear[]{this}, new float[][]{y});
+        run(pool, scratch, x, tokens, new Linear[]{this}, new Out[]{new Out(y, null, outDim)});
+    }
+
+    /**
+     * {@link #apply} for {@code ys.length} tokens, token t's results into their own array ys[t] (outDim wide): rows
+     * the caller keeps, such as logits, need no copying out of one large array.
+     */
+    void applyToRows(WorkerPool pool, Scratch scratch, float[] x, float[][] ys) {
+        run(pool, scratch, x, ys.length, new Linear[]{this}, new Out[]{new Out(null, ys, outDim)});
     }
 
     /**
@@ -66,6 +85,13 @@ final class Linear {
      * and one uneven finish, not three.
      */
     static void applyAll(WorkerPool pool, Scratch scratch, float[] x, int tokens, Linear[] linears, float[][] ys) {
+        Out[] outs = new Out[linears.length];
+        for (int m = 0; m < linears.length; m++) outs[m] = new Out(ys[m], null, linears[m].outDim);
+        run(pool, scratch, x, tokens, linears, outs);
+    }
+
+    /** The linears over x in one parallel section, linears[m]'s results into outs[m]. */
+    private static void run(WorkerPool pool, Scratch scratch, float[] x, int tokens, Linear[] linears, Out[] outs) {
         // Each linear's first row in the joint range, its row count rounded up to whole row blocks.
         int[] first = new int[linears.length + 1];
         for (int m = 0; m < linears.length; m++) {
@@ -85,9 +111,9 @@ final class Linear {
                 Linear l = linears[m];
                 int rowFrom = Math.max(from, first[m]) - first[m], rowTo = Math.min(to - first[m], l.outDim);
                 if (rowFrom >= rowTo) continue;
-                if (tokens == 1) l.rowsOneToken(x, scratch.folded[m], shift, ys[m], rowFrom, rowTo);
-                else if (few) l.rowsFewTokens(x, scratch.folded[m], shift, tokens, ys[m], rowFrom, rowTo);
-                else l.rows(x, tokens, ys[m], rowFrom, rowTo, scratch.rows[worker]);
+                if (tokens == 1) l.rowsOneToken(x, scratch.folded[m], shift, outs[m], rowFrom, rowTo);
+                else if (few) l.rowsFewTokens(x, scratch.folded[m], shift, tokens, outs[m], rowFrom, rowTo);
+                else l.rows(x, tokens, outs[m], rowFrom, rowTo, scratch.rows[worker]);
             }
         });
     }
@@ -116,7 +142,7 @@ final class Linear {
         Arrays.fill(out, count, length, 0f);
     }
 
-    private void rows(float[] x, int tokens, float[] y, int rowFrom, int rowTo, float[] w) {
+    private void rows(float[] x, int tokens, Out out, int rowFrom, int rowTo, float[] w) {
         for (int t0 = 0; t0 < tokens; t0 += TOKEN_BLOCK) {
             int t1 = Math.min(tokens, t0 + TOKEN_BLOCK);
             for (int r = rowFrom; r < rowTo; r += ROW_BLOCK) {
@@ -124,12 +150,16 @@ final class Linear {
                 RowDecoder.decode(weight, dtype, (long) r * inDim, rows * inDim, w, 0);
                 int t = t0;
                 if (rows == ROW_BLOCK) {
-                    for (; t + 1 < t1; t += 2) dot4x2(w, x, t * inDim, y, t * outDim + r);
+                    for (; t + 1 < t1; t += 2) {
+                        dot4x2(w, x, t * inDim, out.array(t), out.offset(t) + r, out.array(t + 1), out.offset(t + 1) + r);
+                    }
                 }
                 for (; t < t1; t++) {
-                    for (int i = 0; i < rows; i++) y[t * outDim + r + i] = dot(w, i * inDim, x, t * inDim, inDim);
+                    float[] y = out.array(t);
+                    int yo = out.offset(t) + r;
+                    for (int i = 0; i < rows; i++) y[yo + i] = dot(w, i * inDim, x, t * inDim, inDim);
                 }
-                addBias(y, t0, t1, r, rows);
+                addBias(out, t0, t1, r, rows);
             }
         }
     }
@@ -146,8 +176,10 @@ final class Linear {
      * is multiplied back by 2^shift. Powers of two scale exactly, so with shift 0 (any |x| below 2^15) every product
      * and sum is the one of x and the decoded weights, one multiply per weight vector cheaper.
      */
-    private void rowsOneToken(float[] x, float[] scaled, int shift, float[] y, int rowFrom, int rowTo) {
+    private void rowsOneToken(float[] x, float[] scaled, int shift, Out out, int rowFrom, int rowTo) {
         int n = inDim, lanes = F.length(), bound = F.loopBound(n), quarter = (rowTo - rowFrom) / 4;
+        float[] y = out.array(0);
+        int yo = out.offset(0);
         for (int r = rowFrom; r < rowFrom + quarter; r++) {
             long gap = (long) quarter * n, e0 = (long) r * n, e1 = e0 + gap, e2 = e1 + gap, e3 = e2 + gap;
             FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0;
@@ -158,10 +190,10 @@ final class Linear {
                 a2 = RowDecoder.loadFolded(weight, dtype, e2 + i).fma(xv, a2);
                 a3 = RowDecoder.loadFolded(weight, dtype, e3 + i).fma(xv, a3);
             }
-            y[r] = finishRow(a0, shift, e0, bound, x, 0);
-            y[r + quarter] = finishRow(a1, shift, e1, bound, x, 0);
-            y[r + 2 * quarter] = finishRow(a2, shift, e2, bound, x, 0);
-            y[r + 3 * quarter] = finishRow(a3, shift, e3, bound, x, 0);
+            y[yo + r] = finishRow(a0, shift, e0, bound, x, 0);
+            y[yo + r + quarter] = finishRow(a1, shift, e1, bound, x, 0);
+            y[yo + r + 2 * quarter] = finishRow(a2, shift, e2, bound, x, 0);
+            y[yo + r + 3 * quarter] = finishRow(a3, shift, e3, bound, x, 0);
         }
         for (int r = rowFrom + 4 * quarter; r < rowTo; r++) {
             long e = (long) r * n;
@@ -169,9 +201,9 @@ final class Linear {
             for (int i = 0; i < bound; i += lanes) {
                 a = RowDecoder.loadFolded(weight, dtype, e + i).fma(FloatVector.fromArray(F, scaled, i), a);
             }
-            y[r] = finishRow(a, shift, e, bound, x, 0);
+            y[yo + r] = finishRow(a, shift, e, bound, x, 0);
         }
-        addBias(y, 0, 1, rowFrom, rowTo - rowFrom);
+        addBias(out, 0, 1, rowFrom, rowTo - rowFrom);
     }
 
     /**
@@ -180,7 +212,7 @@ final class Linear {
      * {@link #rows} does, made the two wait for each other). Two rows half the range apart, four tokens at a time;
      * {@code scaled} holds the tokens' inputs folded as for one token, padded with zero tokens to a multiple of four.
      */
-    private void rowsFewTokens(float[] x, float[] scaled, int shift, int tokens, float[] y, int rowFrom, int rowTo) {
+    private void rowsFewTokens(float[] x, float[] scaled, int shift, int tokens, Out out, int rowFrom, int rowTo) {
         int n = inDim, lanes = F.length(), bound = F.loopBound(n), half = (rowTo - rowFrom + 1) / 2;
         for (int ra = rowFrom; ra < rowFrom + half; ra++) {
             // With an odd count of rows the last one is computed twice.
@@ -205,21 +237,23 @@ final class Linear {
                     a3 = wa.fma(x3, a3);
                     b3 = wb.fma(x3, b3);
                 }
-                finishTokenRows(a0, b0, t, tokens, ra, rb, shift, bound, x, y);
-                finishTokenRows(a1, b1, t + 1, tokens, ra, rb, shift, bound, x, y);
-                finishTokenRows(a2, b2, t + 2, tokens, ra, rb, shift, bound, x, y);
-                finishTokenRows(a3, b3, t + 3, tokens, ra, rb, shift, bound, x, y);
+                finishTokenRows(a0, b0, t, tokens, ra, rb, shift, bound, x, out);
+                finishTokenRows(a1, b1, t + 1, tokens, ra, rb, shift, bound, x, out);
+                finishTokenRows(a2, b2, t + 2, tokens, ra, rb, shift, bound, x, out);
+                finishTokenRows(a3, b3, t + 3, tokens, ra, rb, shift, bound, x, out);
             }
         }
-        addBias(y, 0, tokens, rowFrom, rowTo - rowFrom);
+        addBias(out, 0, tokens, rowFrom, rowTo - rowFrom);
     }
 
     /** Token t's outputs of rows ra and rb, unless t is padding. */
     private void finishTokenRows(FloatVector a, FloatVector b, int t, int tokens, int ra, int rb, int shift, int bound,
-                                 float[] x, float[] y) {
+                                 float[] x, Out out) {
         if (t >= tokens) return;
-        y[t * outDim + ra] = finishRow(a, shift, (long) ra * inDim, bound, x, t * inDim);
-        y[t * outDim + rb] = finishRow(b, shift, (long) rb * inDim, bound, x, t * inDim);
+        float[] y = out.array(t);
+        int yo = out.offset(t);
+        y[yo + ra] = finishRow(a, shift, (long) ra * inDim, bound, x, t * inDim);
+        y[yo + rb] = finishRow(b, shift, (long) rb * inDim, bound, x, t * inDim);
     }
 
     /** A row's sum: its vector lanes scaled back by 2^shift, plus its elements from {@code from} on times x[xo..]. */
@@ -229,18 +263,20 @@ final class Linear {
         return s;
     }
 
-    private void addBias(float[] y, int t0, int t1, int r, int rows) {
+    private void addBias(Out out, int t0, int t1, int r, int rows) {
         if (bias == null) return;
         for (int t = t0; t < t1; t++) {
-            for (int i = 0; i < rows; i++) y[t * outDim + r + i] += bias[r + i];
+            float[] y = out.array(t);
+            int yo = out.offset(t) + r;
+            for (int i = 0; i < rows; i++) y[yo + i] += bias[r + i];
         }
     }
 
     /**
-     * Four consecutive decoded weight rows of {@code w} dotted with two consecutive input rows: eight accumulators
-     * for six loads, so the multiply-adds rather than the loads set the pace.
+     * Four consecutive decoded weight rows of {@code w} dotted with two consecutive input rows, into ya[yao..] and
+     * yb[ybo..]: eight accumulators for six loads, so the multiply-adds rather than the loads set the pace.
      */
-    private void dot4x2(float[] w, float[] x, int xo, float[] y, int yo) {
+    private void dot4x2(float[] w, float[] x, int xo, float[] ya, int yao, float[] yb, int ybo) {
         int n = inDim, lanes = F.length(), bound = F.loopBound(n), i = 0;
         FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (; i < bound; i += lanes) {
@@ -256,14 +292,14 @@ final class Linear {
             b2 = w2.fma(xb, b2);
             b3 = w3.fma(xb, b3);
         }
-        finish(a0, w, 0, x, xo, i, y, yo);
-        finish(a1, w, 1, x, xo, i, y, yo + 1);
-        finish(a2, w, 2, x, xo, i, y, yo + 2);
-        finish(a3, w, 3, x, xo, i, y, yo + 3);
-        finish(b0, w, 0, x, xo + n, i, y, yo + outDim);
-        finish(b1, w, 1, x, xo + n, i, y, yo + outDim + 1);
-        finish(b2, w, 2, x, xo + n, i, y, yo + outDim + 2);
-        finish(b3, w, 3, x, xo + n, i, y, yo + outDim + 3);
+        finish(a0, w, 0, x, xo, i, ya, yao);
+        finish(a1, w, 1, x, xo, i, ya, yao + 1);
+        finish(a2, w, 2, x, xo, i, ya, yao + 2);
+        finish(a3, w, 3, x, xo, i, ya, yao + 3);
+        finish(b0, w, 0, x, xo + n, i, yb, ybo);
+        finish(b1, w, 1, x, xo + n, i, yb, ybo + 1);
+        finish(b2, w, 2, x, xo + n, i, yb, ybo + 2);
+        finish(b3, w, 3, x, xo + n, i, yb, ybo + 3);
     }
 
     /** y[yo] = the lanes of acc plus decoded row {@code row}'s tail from element {@code from} on. */

@@ -58,6 +58,24 @@ class LinearTest {
         }
     }
 
+    /** Each token's results in an array of its own (the logits rows a caller keeps), on every path. */
+    @Test
+    void applyToRowsFillsOneArrayPerToken() {
+        try (Arena arena = Arena.ofShared(); WorkerPool pool = new WorkerPool(2)) {
+            Random random = new Random(19);
+            Case c = randomLinear(arena, random, DType.F16, 130, 96);
+            Linear.Scratch scratch = new Linear.Scratch(pool.size(), 1, List.of(c.linear));
+            for (int tokens : new int[]{1, 3, Linear.FEW_TOKENS, Linear.FEW_TOKENS + 3}) {
+                float[] x = randomInput(random, tokens * 96);
+                float[][] rows = new float[tokens][130];
+                c.linear.applyToRows(pool, scratch, x, rows);
+                float[] y = new float[tokens * 130];
+                for (int t = 0; t < tokens; t++) System.arraycopy(rows[t], 0, y, t * 130, 130);
+                assertMatches(c, x, tokens, y);
+            }
+        }
+    }
+
     /**
      * An engine reuses its scratch and its input and output arrays from call to call, larger than a smaller call
      * needs: what is left in them (here NaN, past the input and in the output) must not reach a call's results.
