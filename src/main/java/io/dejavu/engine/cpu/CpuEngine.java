@@ -170,7 +170,7 @@ public final class CpuEngine implements Engine {
      */
     public void attachPredictors(Predictors predictors) {
         checkOpen();
-        sparsity = new SparseExecution(config, weights, predictors);
+        sparsity = new SparseExecution(config, weights, predictors, pool.size());
         // The sparse path has working arrays of its own.
         capacity = 0;
     }

@@ -34,8 +34,23 @@ final class SparseExecution {
     private final MlpWeights[] mlp;
     private final long extraBytes;
     private final SparsityStats stats;
+    /**
+     * Working arrays, kept from pass to pass as the engine keeps its own (they are used by one pass at a time):
+     * per worker thread, and per row for the largest pass so far.
+     */
+    private final Scratch[] scratches;
+    /** Per worker: it has added into its accumulator in this {@link Plan#mlp} call. */
+    private final boolean[] accumulated;
+    private int capacity;
+    /** Per row: its own neuron set (ffn wide) and head mask, before decode rows join theirs. */
+    private int[][] rowNeurons;
+    private boolean[][] rowHeads;
+    /** The standardised residual streams: entering this layer and the one before (the look-ahead's), entering the MLP. */
+    private float[] layerInput, previousLayerInput, mlpInput;
+    private final boolean[] unionHeads, inUnion;
+    private final int[] unionNeurons;
 
-    SparseExecution(OptConfig config, OptWeights weights, Predictors predictors) {
+    SparseExecution(OptConfig config, OptWeights weights, Predictors predictors, int threads) {
         if (!config.activationFunction().equals("relu")) {
             throw new IllegalArgumentException("contextual sparsity needs ReLU neurons; this model uses "
                     + config.activationFunction());
@@ -60,6 +75,24 @@ final class SparseExecution {
             bytes += fc2.data().byteSize();
         }
         extraBytes = bytes;
+        scratches = new Scratch[threads];
+        for (int i = 0; i < threads; i++) scratches[i] = new Scratch(predictors.rank(), hidden, ffn, heads);
+        accumulated = new boolean[threads];
+        unionHeads = new boolean[heads];
+        inUnion = new boolean[ffn];
+        unionNeurons = new int[ffn];
+    }
+
+    /** Grows the per-row arrays to {@code rows} rows. */
+    private void reserve(int rows) {
+        if (rows <= capacity) return;
+        capacity = rows;
+        rowNeurons = new int[rows][ffn];
+        rowHeads = new boolean[rows][heads];
+        layerInput = new float[rows * hidden];
+        previousLayerInput = new float[rows * hidden];
+        mlpInput = new float[rows * hidden];
+        for (Scratch scratch : scratches) scratch.sums = new float[rows * hidden];
     }
 
     private static float[] floats(Tensor t) {
@@ -94,6 +127,7 @@ final class SparseExecution {
      * @param shared row t is the one token of a sparse decode step: such rows execute the union of their sets
      */
     Plan plan(boolean[] sparse, boolean[] shared) {
+        reserve(sparse.length);
         return new Plan(sparse, shared);
     }
 
@@ -101,10 +135,23 @@ final class SparseExecution {
         void run(int row, Scratch scratch);
     }
 
-    /** One worker's buffers for predictor scores and top-k. */
-    private record Scratch(float[] hiddenUnits, float[] scores, float[] tmp) {
-        Scratch(int rank, int width) {
-            this(new float[rank], new float[width], new float[width]);
+    /** One worker's arrays: predictor scores and top-k, a neuron's decoded rows, decode rows' MLP sums. */
+    private static final class Scratch {
+        final float[] hiddenUnits, scores, tmp;
+        final int[] chosenHeads;
+        final float[] fc1Row, fc2Row;
+        /** A row on its own, for {@link Plan#neuron}. */
+        final int[] row = new int[1];
+        /** Sums of the decode rows' MLP outputs over the neurons this worker ran, rows x hidden. */
+        float[] sums;
+
+        Scratch(int rank, int hidden, int ffn, int heads) {
+            hiddenUnits = new float[rank];
+            scores = new float[ffn];
+            tmp = new float[ffn];
+            chosenHeads = new int[heads];
+            fc1Row = new float[hidden];
+            fc2Row = new float[hidden];
         }
     }
 
@@ -118,8 +165,6 @@ final class SparseExecution {
         private final boolean[][] headSelected;
         /** Per layer: the shares of neurons and heads executed, summed over this pass's sparse rows. */
         private final double[] mlpComputed, headsComputed;
-        /** The residual stream entering the previous layer (standardised), the look-ahead predictors' input. */
-        private float[] previousInput;
 
         private Plan(boolean[] sparse, boolean[] shared) {
             this.n = sparse.length;
@@ -163,8 +208,12 @@ final class SparseExecution {
          * predictors read the MLP block's input.
          */
         void beforeLayer(WorkerPool pool, int layer, float[] h) {
-            float[] current = standardized(pool, h);
-            float[] ahead = previousInput != null ? previousInput : current;
+            float[] swap = previousLayerInput;
+            previousLayerInput = layerInput;
+            layerInput = swap;
+            float[] current = standardized(pool, h, layerInput);
+            // The look-ahead predictors read the previous layer's input; layer 0 has only its own.
+            float[] ahead = layer > 0 ? previousLayerInput : current;
             Predictors.Layer p = predictors.layers().get(layer);
             float[] headsIn = predictors.headsInput() == PredictorInput.LOOKAHEAD ? ahead : current;
             forSparseRows(pool, (t, scratch) -> headSelected[t] = selectHeads(p.heads(), p.headsKeep(), headsIn, t, scratch));
@@ -172,13 +221,12 @@ final class SparseExecution {
             if (predictors.mlpInput() != PredictorInput.MLP) {
                 selectNeurons(pool, p, predictors.mlpInput() == PredictorInput.LOOKAHEAD ? ahead : current);
             }
-            previousInput = current;
         }
 
         /** Before the MLP block of layer {@code layer} (h: its input): chooses its neurons if not done yet. */
         void beforeMlp(WorkerPool pool, int layer, float[] h) {
             Predictors.Layer p = predictors.layers().get(layer);
-            if (predictors.mlpInput() == PredictorInput.MLP) selectNeurons(pool, p, standardized(pool, h));
+            if (predictors.mlpInput() == PredictorInput.MLP) selectNeurons(pool, p, standardized(pool, h, mlpInput));
             for (int t = 0; t < n; t++) {
                 if (!sparse[t]) continue;
                 int headCount = 0;
@@ -192,42 +240,36 @@ final class SparseExecution {
         private void selectNeurons(WorkerPool pool, Predictors.Layer p, float[] input) {
             forSparseRows(pool, (t, scratch) -> {
                 p.mlp().scores(input, t * hidden, scratch.hiddenUnits, scratch.scores, 0);
+                int[] set = rowNeurons[t];
                 if (p.mlpByThreshold()) {
-                    int[] set = new int[ffn];
                     int count = 0;
                     for (int j = 0; j < ffn; j++) if (scratch.scores[j] >= p.mlpThreshold()) set[count++] = j;
                     neuronCount[t] = count;
-                    neurons[t] = set;
                 } else {
-                    int[] set = new int[p.mlpK()];
                     neuronCount[t] = TopK.select(scratch.scores, 0, ffn, p.mlpK(), set, scratch.tmp);
-                    neurons[t] = set;
                 }
+                neurons[t] = set;
             });
             if (sharedRows.length > 0) unionNeurons();
         }
 
-        /** The sparse rows of h standardised, as predictors read them (other rows left zero). */
-        private float[] standardized(WorkerPool pool, float[] h) {
-            float[] out = new float[h.length];
+        /** The sparse rows of h standardised into out, as predictors read them; returns out. */
+        private float[] standardized(WorkerPool pool, float[] h, float[] out) {
             forSparseRows(pool, (t, scratch) -> LowRankPredictor.standardize(h, t * hidden, out, t * hidden, hidden));
             return out;
         }
 
         private void forSparseRows(WorkerPool pool, RowTask task) {
             pool.run(n, 1, (worker, from, to) -> {
-                Scratch scratch = new Scratch(predictors.rank(), ffn);
-                for (int t = from; t < to; t++) if (sparse[t]) task.run(t, scratch);
+                for (int t = from; t < to; t++) if (sparse[t]) task.run(t, scratches[worker]);
             });
         }
 
         private boolean[] selectHeads(LowRankPredictor p, int keep, float[] input, int t, Scratch scratch) {
-            boolean[] mask = new boolean[heads];
-            if (keep >= heads) {
-                Arrays.fill(mask, true);
-                return mask;
-            }
-            int[] chosen = new int[heads];
+            boolean[] mask = rowHeads[t];
+            Arrays.fill(mask, keep >= heads);
+            if (keep >= heads) return mask;
+            int[] chosen = scratch.chosenHeads;
             p.scores(input, t * hidden, scratch.hiddenUnits, scratch.scores, 0);
             int count = TopK.select(scratch.scores, 0, heads, keep, chosen, scratch.tmp);
             for (int i = 0; i < count; i++) mask[chosen[i]] = true;
@@ -236,17 +278,18 @@ final class SparseExecution {
 
         /** Decode rows share one head set: the union of theirs. */
         private void unionHeads() {
-            boolean[] union = new boolean[heads];
+            boolean[] union = unionHeads;
+            Arrays.fill(union, false);
             for (int t : sharedRows) for (int hd = 0; hd < heads; hd++) union[hd] |= headSelected[t][hd];
             for (int t : sharedRows) headSelected[t] = union;
         }
 
         /** Decode rows share one neuron list: the union of theirs. */
         private void unionNeurons() {
-            boolean[] inUnion = new boolean[ffn];
+            Arrays.fill(inUnion, false);
             for (int t : sharedRows) for (int i = 0; i < neuronCount[t]; i++) inUnion[neurons[t][i]] = true;
             int count = 0;
-            int[] union = new int[ffn];
+            int[] union = unionNeurons;
             for (int j = 0; j < ffn; j++) if (inUnion[j]) union[count++] = j;
             for (int t : sharedRows) {
                 neurons[t] = union;
@@ -258,26 +301,27 @@ final class SparseExecution {
         void mlp(WorkerPool pool, int layer, float[] x, float[] o) {
             MlpWeights w = mlp[layer];
             pool.run(ownRows.length, 1, (worker, from, to) -> {
-                float[] row1 = new float[hidden], row2 = new float[hidden];
+                Scratch scratch = scratches[worker];
                 for (int r = from; r < to; r++) {
                     int t = ownRows[r];
-                    int[] row = {t};
-                    for (int i = 0; i < neuronCount[t]; i++) neuron(w, neurons[t][i], x, row, o, 0, row1, row2);
+                    scratch.row[0] = t;
+                    for (int i = 0; i < neuronCount[t]; i++) neuron(w, neurons[t][i], x, scratch.row, o, 0, scratch);
                 }
             });
             if (sharedRows.length > 0) {
                 int[] union = neurons[sharedRows[0]];
                 int count = neuronCount[sharedRows[0]];
-                float[][] partial = new float[pool.size()][];
+                Arrays.fill(accumulated, false);
                 pool.run(count, 8, (worker, from, to) -> {
-                    // A worker may run several chunks: it keeps adding into its own accumulator.
-                    if (partial[worker] == null) partial[worker] = new float[sharedRows.length * hidden];
-                    float[] acc = partial[worker];
-                    float[] row1 = new float[hidden], row2 = new float[hidden];
-                    for (int i = from; i < to; i++) neuron(w, union[i], x, sharedRows, acc, -1, row1, row2);
+                    // A worker may run several chunks: it keeps adding into its own sums, from zero.
+                    Scratch scratch = scratches[worker];
+                    if (!accumulated[worker]) Arrays.fill(scratch.sums, 0, sharedRows.length * hidden, 0f);
+                    accumulated[worker] = true;
+                    for (int i = from; i < to; i++) neuron(w, union[i], x, sharedRows, scratch.sums, -1, scratch);
                 });
-                for (float[] acc : partial) {
-                    if (acc == null) continue;
+                for (int worker = 0; worker < scratches.length; worker++) {
+                    if (!accumulated[worker]) continue;
+                    float[] acc = scratches[worker].sums;
                     for (int s = 0; s < sharedRows.length; s++) {
                         int t = sharedRows[s];
                         for (int i = 0; i < hidden; i++) o[t * hidden + i] += acc[s * hidden + i];
@@ -295,8 +339,8 @@ final class SparseExecution {
          * Neuron j for the given rows: f = relu(fc1[j] . x[t] + b1[j]), out += f * fc2T[j]. The output row of
          * rows[s] is rows[s] when {@code slotted} is 0, s when it is -1 (a compact accumulator).
          */
-        private void neuron(MlpWeights w, int j, float[] x, int[] rows, float[] out, int slotted, float[] row1,
-                            float[] row2) {
+        private void neuron(MlpWeights w, int j, float[] x, int[] rows, float[] out, int slotted, Scratch scratch) {
+            float[] row1 = scratch.fc1Row, row2 = scratch.fc2Row;
             RowDecoder.decode(w.fc1, w.fc1Type, (long) j * hidden, hidden, row1, 0);
             boolean decoded = false;
             float bias = w.fc1Bias == null ? 0 : w.fc1Bias[j];
