@@ -15,8 +15,8 @@ for path in sys.argv[1:]:
             rows.setdefault((kv["shape"], int(kv["batch"])), {})[kv["engine"]] = kv
 
 print("| shape | batch | floor ms/step | CUDA ms/step | CUDA GPU ms/step (graph back to back) | CUDA with PDL | % of floor | CUDA tokens/s | CUDA GB/s | goal | "
-      "PyTorch ms/step | CUDA prefill ms | PyTorch prefill ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "PyTorch ms/step | CUDA prefill ms | CUDA prefill ms, wmma GEMM | PyTorch prefill ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (shape, batch), e in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     c, t, n = e.get("cuda"), e.get("torch"), e.get("cuda-pdl")
     f = lambda d, k, fmt="{:.3f}": fmt.format(float(d[k])) if d and k in d else "-"
@@ -24,7 +24,7 @@ for (shape, batch), e in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0]
     goal = GOALS.get((shape, batch))
     print(f"| {shape} | {batch} | {f(c, 'floor_ms')} | {f(c, 'step_ms')} | {f(c, 'graph_ms')} | {f(n, 'step_ms')} | {pct} | {f(c, 'tok_s', '{:.0f}')} | "
           f"{f(c, 'gb_s', '{:.0f}')} | {'<= %.2f' % goal if goal else '-'} | {f(t, 'step_ms')} | "
-          f"{f(c, 'prefill_ms', '{:.2f}')} | {f(t, 'prefill_ms', '{:.2f}')} |")
+          f"{f(c, 'prefill_ms', '{:.2f}')} | {f(c, 'prefill_wmma_ms', '{:.2f}')} | {f(t, 'prefill_ms', '{:.2f}')} |")
 
 if sparse:
     print()

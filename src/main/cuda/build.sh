@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compiles every src/main/cuda/*.cu into a fatbin (sm_80 and sm_90 cubins plus compute_90 PTX, so newer GPUs
-# JIT it) under the given output folder, which Maven packs into the jar. Without nvcc the CPU engine still builds.
+# Compiles every src/main/cuda/*.cu into a fatbin (sm_80 and sm_90a cubins plus compute_90 PTX, so newer GPUs
+# JIT it) under the given output folder, which Maven packs into the jar. sm_90a (H100/H200) adds Hopper's
+# warpgroup MMA to the prefill GEMM; the PTX leaves it out. Without nvcc the CPU engine still builds.
 set -euo pipefail
 out=${1:?usage: build.sh OUTPUT_DIR}
 src=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +19,7 @@ for cu in "${sources[@]}"; do
   echo "[cuda] nvcc $name.cu"
   nvcc -O3 -std=c++17 -lineinfo --fatbin \
     -gencode arch=compute_80,code=sm_80 \
-    -gencode arch=compute_90,code=sm_90 \
+    -gencode arch=compute_90a,code=sm_90a \
     -gencode arch=compute_90,code=compute_90 \
     -o "$out/$name.fatbin" "$cu"
 done

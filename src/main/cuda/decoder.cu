@@ -5,50 +5,8 @@
 // Shapes: T tokens in a forward pass, h hidden, f ffn width, V vocabulary, H heads of width d, S sequences.
 // KV cache: per layer two pools [block][head][BLOCK_TOKENS][d] fp16; a token's slot = block * BLOCK_TOKENS + offset.
 #include "common.cuh"
+#include "gemm.cuh"
 #include "sparse.cuh"
-
-// ---------------------------------------------------------------------------------------------------------------
-// Epilogue shared by the GEMV and the GEMM: v = acc (+ bias[n]) (relu) (+ residual[m][n]), stored as fp32 or fp16,
-// or, for the fused QKV projection (kCache != null), columns [0,h) go to outF16 (the queries) and [h,3h) into the
-// paged K and V caches at slots[m]. Passed by value; io.dejavu.engine.cuda.Epilogue writes the same layout.
-struct Epilogue {
-    const half* bias;       // [N] or null
-    const float* residual;  // [M][ld] or null; may alias outF32
-    float* outF32;          // [M][ld] or null
-    half* outF16;           // [M][ld] or null
-    half* kCache;           // this layer's K pool, or null
-    half* vCache;
-    const int* slots;       // [M] cache slot of each token (-1: padding, not stored)
-    const int* outIndex;    // [N] column each computed row lands in (row-gathered weights), or null: column n
-    const int* biasIndex;   // [N] bias element of each computed row (row-gathered weights, compact output), or null
-    int ld;
-    int relu;
-    int heads;
-    int headDim;
-    int hidden;
-    int pad;
-};
-
-__device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int row, float v) {
-    const int n = e.outIndex ? e.outIndex[row] : row;
-    if (e.bias) v += __half2float(e.bias[e.biasIndex ? e.biasIndex[row] : n]);
-    if (e.relu) v = fmaxf(v, 0.f);
-    if (e.kCache) {
-        if (n < e.hidden) { e.outF16[(size_t)m * e.ld + n] = __float2half_rn(v); return; }
-        int slot = e.slots[m];
-        if (slot < 0) return;
-        int which = n / e.hidden, w = n - which * e.hidden;
-        int head = w / e.headDim, d = w - head * e.headDim;
-        size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
-                * e.headDim + d;
-        (which == 1 ? e.kCache : e.vCache)[idx] = __float2half_rn(v);
-        return;
-    }
-    size_t at = (size_t)m * e.ld + n;
-    if (e.residual) v += e.residual[at];
-    if (e.outF32) e.outF32[at] = v;
-    else e.outF16[at] = __float2half_rn(v);
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Embedding: x[t] = tokens' row (+ the position's row). Moves T*h*(2+2) bytes in, T*h*4 out; no FLOPs to speak of.
@@ -438,106 +396,6 @@ gemv_mma(const half* __restrict__ x, int ldx, const half* __restrict__ W, const 
                 if (row < N && token < M) epilogue_store(e, token, row, v);
             }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Prefill GEMM on tensor cores (wmma 16x16x16, fp32 accumulate): C[M][N] = A[M][K] * W[N][K]^T through the same
-// epilogue. Block tile 128x128, K tile 64, a 3-stage cp.async pipeline (dynamic shared memory, GEMM_SHARED_BYTES),
-// 8 warps of 64x32. Moves N*K*2 bytes of weights per 128 rows of A plus M*K*2 of A per 128 columns; 2*M*N*K FLOPs.
-// K must be a multiple of 8 (zero-filled tails).
-#define GM_BM 128
-#define GM_BN 128
-#define GM_BK 64
-#define GM_LD (GM_BK + 8)
-#define GM_STAGES 3
-#define GEMM_SHARED_BYTES (GM_STAGES * (GM_BM + GM_BN) * GM_LD * 2)
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int size = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(size));
-}
-
-extern "C" __global__ void __launch_bounds__(256)
-gemm_f16(const half* __restrict__ A, const half* __restrict__ W, const int* __restrict__ rowIndex, int M, int N,
-         int K, Epilogue e) {
-    pdl_wait_and_release();
-    using namespace nvcuda;
-    extern __shared__ __align__(128) unsigned char gmRaw[];
-    half* smem = reinterpret_cast<half*>(gmRaw);
-    half* As = smem;
-    half* Bs = smem + GM_STAGES * GM_BM * GM_LD;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int bm = blockIdx.y * GM_BM, bn = blockIdx.x * GM_BN;
-    const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
-
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-
-    auto load_tile = [&](int buf, int k0) {
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-            int chunk = tid + c * 256;  // 1024 chunks of 8 halfs per operand tile
-            int row = chunk >> 3, col = (chunk & 7) * 8;
-            int m = bm + row, n = bn + row, k = k0 + col;
-            bool kOk = k < K;
-            const half* a = A + (size_t)min(m, M - 1) * K + (kOk ? k : 0);
-            int wr = min(n, N - 1);
-            const half* b = W + (size_t)(rowIndex ? rowIndex[wr] : wr) * K + (kOk ? k : 0);
-            cp_async16(As + (buf * GM_BM + row) * GM_LD + col, a, kOk && m < M);
-            cp_async16(Bs + (buf * GM_BN + row) * GM_LD + col, b, kOk && n < N);
-        }
-    };
-
-    const int tiles = (K + GM_BK - 1) / GM_BK;
-#pragma unroll
-    for (int st = 0; st < GM_STAGES - 1; st++) {
-        if (st < tiles) load_tile(st, st * GM_BK);
-        asm volatile("cp.async.commit_group;");
-    }
-    for (int t = 0; t < tiles; t++) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(GM_STAGES - 2));
-        __syncthreads();  // tile t is in; every warp is done with the buffer refilled next
-        int next = t + GM_STAGES - 1;
-        if (next < tiles) load_tile(next % GM_STAGES, next * GM_BK);
-        asm volatile("cp.async.commit_group;");
-        int buf = t % GM_STAGES;
-#pragma unroll
-        for (int kk = 0; kk < GM_BK; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a[4];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> b[2];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                wmma::load_matrix_sync(a[i], As + (buf * GM_BM + wm + i * 16) * GM_LD + kk, GM_LD);
-#pragma unroll
-            for (int j = 0; j < 2; j++)
-                wmma::load_matrix_sync(b[j], Bs + (buf * GM_BN + wn + j * 16) * GM_LD + kk, GM_LD);
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-        }
-    }
-    asm volatile("cp.async.wait_group 0;");
-    __syncthreads();
-
-    // Each warp passes its fragments through a 16x16 fp32 tile in (now free) shared memory to the epilogue.
-    float* stage = reinterpret_cast<float*>(smem) + warp * 256;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            wmma::store_matrix_sync(stage, acc[i][j], 16, wmma::mem_row_major);
-            __syncwarp();
-            for (int q = lane; q < 256; q += 32) {
-                int m = bm + wm + i * 16 + (q >> 4), n = bn + wn + j * 16 + (q & 15);
-                if (m < M && n < N) epilogue_store(e, m, n, stage[q]);
-            }
-            __syncwarp();
-        }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

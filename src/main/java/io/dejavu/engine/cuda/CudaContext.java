@@ -185,6 +185,27 @@ final class CudaContext implements AutoCloseable {
     private final List<CUevent> events = new ArrayList<>();
 
     private final Map<String, Integer> resident = new HashMap<>();
+    private Boolean wgmma;
+
+    /**
+     * Whether the kernels the driver loaded carry gemm_f16_wgmma's code: only their sm_90a build does (gemm.cuh),
+     * and which build runs is the driver's choice, so the module is asked.
+     */
+    boolean hasWgmma() {
+        if (wgmma == null) {
+            DeviceMemory flag = alloc(4, "wgmma probe");
+            try {
+                launch("gemm_wgmma_available", 1, 1, 1, 1, 0, flag.at(0));
+                synchronize();
+                int[] answer = {0};
+                cuMemcpyDtoH(Pointer.to(answer), flag.ptr(0), 4);
+                wgmma = answer[0] == 1;
+            } finally {
+                free(flag);
+            }
+        }
+        return wgmma;
+    }
 
     int multiprocessors() {
         int[] sms = {0};

@@ -56,9 +56,12 @@ public final class CudaEngine implements Engine {
      * @param dependentLaunch let each kernel start while its predecessor drains (programmatic dependent launch,
      *                        Hopper and newer); off by default: on an H100 it did not shorten a decode step
      *                        (docs/BENCHMARKS.md)
+     * @param wgmma           prefill GEMMs on Hopper's warpgroup MMA where the loaded kernels have it (on by
+     *                        default); off: the wmma GEMM every GPU from sm_80 runs
      */
     public record Options(int device, long kvCacheBytes, double kvCacheFraction, int maxBatchTokens,
-                          int maxLogitRows, boolean cudaGraphs, boolean poison, boolean dependentLaunch) {
+                          int maxLogitRows, boolean cudaGraphs, boolean poison, boolean dependentLaunch,
+                          boolean wgmma) {
         public Options {
             if (maxBatchTokens < 1) throw new IllegalArgumentException("maxBatchTokens must be >= 1");
             if (maxLogitRows < 1) throw new IllegalArgumentException("maxLogitRows must be >= 1");
@@ -68,32 +71,38 @@ public final class CudaEngine implements Engine {
         }
 
         public static Options defaults() {
-            return new Options(0, 0, 0.9, 2048, 256, true, false, false);
+            return new Options(0, 0, 0.9, 2048, 256, true, false, false, true);
         }
 
         public Options withKvCacheBytes(long bytes) {
             return new Options(device, bytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
-                    dependentLaunch);
+                    dependentLaunch, wgmma);
         }
 
         public Options withPoison(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, value,
-                    dependentLaunch);
+                    dependentLaunch, wgmma);
         }
 
         public Options withCudaGraphs(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, value, poison,
-                    dependentLaunch);
+                    dependentLaunch, wgmma);
         }
 
         public Options withDependentLaunch(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
-                    value);
+                    value, wgmma);
+        }
+
+        /** Whether prefill may use the Hopper GEMM (when the loaded kernels have it); false: the wmma GEMM. */
+        public Options withWgmma(boolean value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
+                    dependentLaunch, value);
         }
 
         public Options withMaxBatchTokens(int value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, value, maxLogitRows, cudaGraphs, poison,
-                    dependentLaunch);
+                    dependentLaunch, wgmma);
         }
     }
 
@@ -198,7 +207,7 @@ public final class CudaEngine implements Engine {
                     predictors.extraBytes / 1048576.0);
         }
         hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
-        cuda.allowSharedMemory("gemm_f16", DecoderKernels.GEMM_SHARED_BYTES);
+        kernels.useWgmma(options.wgmma());
         if (DecoderKernels.tiledAttention(headDim)) {
             cuda.allowSharedMemory("attention_prefill", DecoderKernels.prefillAttentionSharedBytes(headDim));
         }
@@ -362,6 +371,17 @@ public final class CudaEngine implements Engine {
 
     CudaContext cuda() {
         return cuda;
+    }
+
+    /** The prefill GEMM in use: "wgmma" (Hopper) or "wmma". */
+    String prefillGemm() {
+        return kernels.wgmma() ? "wgmma" : "wmma";
+    }
+
+    /** As {@link Options#withWgmma}, for an engine already made (the benchmark's same-run baseline). */
+    void preferWgmma(boolean value) {
+        cuda.makeCurrent();
+        kernels.useWgmma(value && options.wgmma());
     }
 
     public String deviceName() {

@@ -19,14 +19,32 @@ final class DecoderKernels {
     private static final int[] GEMV_TILES = {1, 2, 4, 8, 16};
     private static final int[] GEMV_ROWS_PER_WARP = {1, 1, 2, 2, 2};
     private static final int GEMM_TILE = 128;
-    /** decoder.cu's GEMM_SHARED_BYTES: 3 stages of 128x64 A and W tiles, rows padded by 8. */
+    /** gemm.cuh's GEMM_SHARED_BYTES: 3 stages of 128x64 A and W tiles, rows padded by 8. */
     static final int GEMM_SHARED_BYTES = 3 * (128 + 128) * 72 * 2;
+    /** gemm.cuh's GEMM_WGMMA_SHARED_BYTES: 3 stages of 128x64 A and W tiles, and room to align them to 1 KiB. */
+    static final int GEMM_WGMMA_SHARED_BYTES = 3 * (128 + 128) * 64 * 2 + 1024;
     static final int ATTENTION_THREADS = 128;
 
     private final CudaContext cuda;
+    private boolean wgmma;
 
     DecoderKernels(CudaContext cuda) {
         this.cuda = cuda;
+    }
+
+    boolean wgmma() {
+        return wgmma;
+    }
+
+    /**
+     * Chooses the prefill GEMM: Hopper's warpgroup MMA where the loaded kernels have it and {@code wanted}, else the
+     * wmma kernel. Returns the choice.
+     */
+    boolean useWgmma(boolean wanted) {
+        wgmma = wanted && cuda.hasWgmma();
+        String kernel = wgmma ? "gemm_f16_wgmma" : "gemm_f16";
+        cuda.allowSharedMemory(kernel, wgmma ? GEMM_WGMMA_SHARED_BYTES : GEMM_SHARED_BYTES);
+        return wgmma;
     }
 
     private static int blocks(long n, int per) {
@@ -102,9 +120,10 @@ final class DecoderKernels {
         } else {
             if (inputF32 || layerNorm) throw new IllegalStateException("the GEMM takes normalised fp16 input");
             if (ldx != k || nCount != 0) throw new IllegalStateException("the GEMM takes dense rows and all of N");
-            cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1, 256,
-                    GEMM_SHARED_BYTES,
-                    input, weight, rowIndex, m, n, k, epilogue.bytes());
+            String kernel = wgmma ? "gemm_f16_wgmma" : "gemm_f16";
+            cuda.launchAs(kernel + " N=" + n + " K=" + k, kernel, blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1, 256,
+                    wgmma ? GEMM_WGMMA_SHARED_BYTES : GEMM_SHARED_BYTES, input, weight, rowIndex, m, n, k,
+                    epilogue.bytes());
         }
     }
 

@@ -12,10 +12,12 @@ import java.util.Random;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The engine's independent paths agree on a random model with a realistic head width (64): the tiled tensor-core
- * prefill attention against the split decode attention (the same prompt fed in passes of at most 64 tokens), and
+ * prefill attention against the split decode attention (the same prompt fed in passes of at most 64 tokens), the
+ * Hopper prefill GEMM against the wmma one, and
  * a batch of 16 sequences decoded together (GEMV over 16 tokens, LayerNorm kernel, one graph) against each alone
  * (one-token GEMV with the LayerNorm fused, its own graph).
  */
@@ -29,8 +31,11 @@ class CudaEngineConsistencyTest {
     }
 
     private static CudaEngine engine(int maxBatchTokens) {
-        return CudaEngine.random(SHAPE, CudaEngine.Options.defaults().withKvCacheBytes(64L << 20).withPoison(true)
-                .withMaxBatchTokens(maxBatchTokens), 7);
+        return engine(CudaEngine.Options.defaults().withMaxBatchTokens(maxBatchTokens));
+    }
+
+    private static CudaEngine engine(CudaEngine.Options options) {
+        return CudaEngine.random(SHAPE, options.withKvCacheBytes(64L << 20).withPoison(true), 7);
     }
 
     private static int[] tokens(int n, int seed) {
@@ -57,6 +62,28 @@ class CudaEngineConsistencyTest {
             for (float v : tiled[i]) assertTrue(Float.isFinite(v), "finite logits at " + i);
             double err = Gpu.relL2(tiled[i], split[i]);
             assertTrue(err <= 2e-3, "position " + (37 + i) + ": rel L2 " + err);
+        }
+    }
+
+    /** Every position's logits of a prompt: the two prefill GEMMs, with M, N (the 1000-word lm_head) in tails. */
+    @Test
+    void hopperGemmEqualsWmmaGemm() {
+        int[] prompt = tokens(300, 2);
+        float[][] hopper, wmma;
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults()); Sequence seq = engine.newSequence()) {
+            assumeTrue(engine.prefillGemm().equals("wgmma"), "the loaded kernels have no sm_90a code (not a Hopper GPU)");
+            hopper = engine.forward(List.of(new Step(seq, prompt, true))).get(0);
+        }
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults().withWgmma(false));
+             Sequence seq = engine.newSequence()) {
+            assertEquals("wmma", engine.prefillGemm());
+            wmma = engine.forward(List.of(new Step(seq, prompt, true))).get(0);
+        }
+        assertEquals(300, hopper.length);
+        for (int i = 0; i < hopper.length; i++) {
+            for (float v : hopper[i]) assertTrue(Float.isFinite(v), "finite logits at " + i);
+            double err = Gpu.relL2(hopper[i], wmma[i]);
+            assertTrue(err <= 1e-3, "position " + i + ": rel L2 " + err);
         }
     }
 
