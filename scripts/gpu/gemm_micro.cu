@@ -14,7 +14,7 @@ static void check(cudaError_t e, const char* what) {
 
 template <int STAGES, int INFLIGHT>
 __global__ void __launch_bounds__(256) wgmma_variant(const half* A, const half* W, int M, int N, int K, Epilogue e) {
-    gemm_wgmma_tiles<STAGES, INFLIGHT>(A, W, nullptr, M, N, K, e);
+    gemm_wgmma_tiles<STAGES, INFLIGHT>(A, W, nullptr, M, N, K, e, nullptr);
 }
 
 struct Variant {

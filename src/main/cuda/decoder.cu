@@ -50,6 +50,50 @@ __device__ void layer_norm_row(const float* __restrict__ x, TOut* out, const hal
     __shared__ float scratch[32];
     int t = blockIdx.x;
     const float* row = x + (size_t)t * width;
+    TOut* dst = out + (size_t)t * width;
+    // Rows of up to LN_VECTORS * 4 floats a thread (8192 at 256 threads: every OPT up to 30b) are read once into
+    // registers with 16-byte loads; wider or odd rows take three passes over memory.
+    constexpr int LN_VECTORS = 8;
+    if (width % 4 == 0 && width <= LN_VECTORS * 4 * (int)blockDim.x) {
+        float4 v[LN_VECTORS];
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < LN_VECTORS; j++) {
+            int i = (threadIdx.x + j * blockDim.x) * 4;
+            v[j] = i < width ? *reinterpret_cast<const float4*>(row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            s += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+        }
+        float mean = block_sum(s, scratch) / width;
+        float q = 0.f;
+#pragma unroll
+        for (int j = 0; j < LN_VECTORS; j++) {
+            if ((threadIdx.x + j * blockDim.x) * 4 >= width) break;
+            float a = v[j].x - mean, b = v[j].y - mean, c = v[j].z - mean, d = v[j].w - mean;
+            q += (a * a + b * b) + (c * c + d * d);
+        }
+        float rstd = rsqrtf(block_sum(q, scratch) / width + 1e-5f);
+#pragma unroll
+        for (int j = 0; j < LN_VECTORS; j++) {
+            int i = (threadIdx.x + j * blockDim.x) * 4;
+            if (i >= width) break;
+            float r[4] = {(v[j].x - mean) * rstd, (v[j].y - mean) * rstd, (v[j].z - mean) * rstd, (v[j].w - mean) * rstd};
+            if (gamma) {
+                float g[4], b[4];
+                load4(gamma + i, g);
+                load4(beta + i, b);
+#pragma unroll
+                for (int k = 0; k < 4; k++) r[k] = r[k] * g[k] + b[k];
+            }
+            if constexpr (sizeof(TOut) == 4) {
+                *reinterpret_cast<float4*>(dst + i) = make_float4(r[0], r[1], r[2], r[3]);
+            } else {
+                half2 lo = __floats2half2_rn(r[0], r[1]), hi = __floats2half2_rn(r[2], r[3]);
+                *reinterpret_cast<uint2*>(dst + i) = make_uint2(*reinterpret_cast<unsigned*>(&lo),
+                                                                *reinterpret_cast<unsigned*>(&hi));
+            }
+        }
+        return;
+    }
     float s = 0.f;
     for (int i = threadIdx.x; i < width; i += blockDim.x) s += row[i];
     float mean = block_sum(s, scratch) / width;
@@ -59,8 +103,8 @@ __device__ void layer_norm_row(const float* __restrict__ x, TOut* out, const hal
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
         float v = (row[i] - mean) * rstd;
         if (gamma) v = v * __half2float(gamma[i]) + __half2float(beta[i]);
-        if constexpr (sizeof(TOut) == 4) out[(size_t)t * width + i] = v;
-        else out[(size_t)t * width + i] = __float2half_rn(v);
+        if constexpr (sizeof(TOut) == 4) dst[i] = v;
+        else dst[i] = __float2half_rn(v);
     }
 }
 
@@ -547,34 +591,47 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
 ATTENTION_KERNEL(attention_v8, 8)
 ATTENTION_KERNEL(attention_v2, 2)
 
-// Prefill attention, tiled (flash-attention style, wmma 16x16x16, fp32 softmax): one block per (head, tile of up to
-// 64 consecutive query tokens of one sequence); K/V tiles of 64 positions pass through shared memory once per query
-// tile instead of once per query. tiles[4*i] = {first token, tokens, sequence, position of the first}. Reads
-// ctx*d*2*2 bytes of K/V per (query tile, head); 4*d FLOPs per (query, key) pair on tensor cores. headDim % 16 == 0,
-// <= 128. Shared memory: Q, K, V tiles fp16, S fp32, P fp16, O fp32.
+// Prefill attention, tiled (flash-attention style, mma.sync m16n8k16, fp32 softmax and accumulators in registers):
+// one block per (head, tile of up to 64 consecutive query tokens of one sequence), four warps of 16 query rows. K/V
+// tiles of 64 positions go through shared memory once per query tile instead of once per query, double-buffered by
+// cp.async so the next tile loads while this one is multiplied. S = Q K^T and the running softmax stay in registers
+// (the S accumulator's layout is the A operand's of P V, so P never leaves them), and so does O, rescaled per row as
+// the maximum grows. tiles[4*i] = {first token, tokens, sequence, position of the first}. Reads ctx*d*2*2 bytes of
+// K/V per (query tile, head); 4*d FLOPs per (query, key) pair. headDim % 16 == 0, <= 128. Shared memory: Q and two
+// stages of K and V, rows padded by 8 halfs (row strides of 16 modulo 128 bytes keep ldmatrix free of conflicts).
 #define FA_TILE 64
+#define FA_MAX_D 128
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const half* smem, bool trans) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    if (trans)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+
+__device__ __forceinline__ unsigned pack_half2(float lo, float hi) {
+    half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
 extern "C" __global__ void __launch_bounds__(128)
 attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ kCache, const half* __restrict__ vCache,
                   const int* __restrict__ blockTables, int maxBlocks, const int* __restrict__ tiles,
                   half* __restrict__ out, int heads, int headDim, float scale) {
     pdl_wait_and_release();
-    using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char faRaw[];
-    // rows padded (fp16 by 8, fp32 by 4) so that the tiles' rows do not all start in the same shared memory bank
-    const int d = headDim, ld = d + 8, lo = d + 4;
-    constexpr int LP = FA_TILE + 8, LS = FA_TILE + 4;
+    const int d = headDim, ld = d + 8, chunks = d / 8, dSteps = d / 16;
     half* Qs = reinterpret_cast<half*>(faRaw);
-    half* Ks = Qs + FA_TILE * ld;
-    half* Vs = Ks + FA_TILE * ld;
-    half* Ps = Vs + FA_TILE * ld;
-    float* Ss = reinterpret_cast<float*>(Ps + FA_TILE * LP);
-    float* Os = Ss + FA_TILE * LS;
-    __shared__ float rowMax[FA_TILE], rowSum[FA_TILE];
+    half* Ks = Qs + FA_TILE * ld;      // [2][FA_TILE][ld]
+    half* Vs = Ks + 2 * FA_TILE * ld;  // [2][FA_TILE][ld]
     const int head = blockIdx.x, tile = blockIdx.y;
     const int first = tiles[4 * tile], count = tiles[4 * tile + 1], seq = tiles[4 * tile + 2], pos0 = tiles[4 * tile + 3];
     const int* table = blockTables + (size_t)seq * maxBlocks;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int chunks = d / 8;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int keys = pos0 + count;  // the last query sees positions [0, keys)
 
     for (int i = tid; i < FA_TILE * chunks; i += 128) {
         int r = i / chunks, c = i - r * chunks;
@@ -587,89 +644,125 @@ attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ 
         }
         *reinterpret_cast<uint4*>(Qs + r * ld + c * 8) = v;
     }
-    for (int i = tid; i < FA_TILE * lo; i += 128) Os[i] = 0.f;
-    if (tid < FA_TILE) { rowMax[tid] = -INFINITY; rowSum[tid] = 0.f; }
-
-    const int keys = pos0 + count;  // the last query sees positions [0, keys)
-    for (int k0 = 0; k0 < keys; k0 += FA_TILE) {
-        __syncthreads();  // the previous tile's K/V are no longer read
+    auto loadKV = [&](int stage, int k0) {
         for (int i = tid; i < FA_TILE * chunks; i += 128) {
             int r = i / chunks, c = i - r * chunks, p = k0 + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-            if (p < keys) {
-                size_t at = (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * d + c * 8;
-                kv = *reinterpret_cast<const uint4*>(kCache + at);
-                vv = *reinterpret_cast<const uint4*>(vCache + at);
-            }
-            *reinterpret_cast<uint4*>(Ks + r * ld + c * 8) = kv;
-            *reinterpret_cast<uint4*>(Vs + r * ld + c * 8) = vv;
+            bool valid = p < keys;
+            size_t at = valid ? (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * d + c * 8 : 0;
+            cp_async16(Ks + (stage * FA_TILE + r) * ld + c * 8, kCache + at, valid);
+            cp_async16(Vs + (stage * FA_TILE + r) * ld + c * 8, vCache + at, valid);
         }
-        __syncthreads();
-        // S = Q K^T for this warp's 16 query rows
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sAcc[4];
+    };
+    const int kTiles = (keys + FA_TILE - 1) / FA_TILE;
+    loadKV(0, 0);
+    asm volatile("cp.async.commit_group;");
+    __syncthreads();  // Q is in shared memory
+
+    unsigned qf[FA_MAX_D / 16][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) wmma::fill_fragment(sAcc[j], 0.f);
-        for (int kk = 0; kk < d; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
-            wmma::load_matrix_sync(a, Qs + warp * 16 * ld + kk, ld);
+    for (int kc = 0; kc < FA_MAX_D / 16; kc++)
+        if (kc < dSteps) ldmatrix_x4(qf[kc], Qs + (warp * 16 + (lane & 15)) * ld + kc * 16 + (lane >> 4) * 8, false);
+    float o[FA_MAX_D / 8][4];
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> b;
-                wmma::load_matrix_sync(b, Ks + j * 16 * ld + kk, ld);
-                wmma::mma_sync(sAcc[j], a, b, sAcc[j]);
+    for (int n = 0; n < FA_MAX_D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float rowMax[2] = {-INFINITY, -INFINITY}, rowSum[2] = {0.f, 0.f};  // rows g and g + 8 of this warp
+    const int qpos = pos0 + warp * 16 + g;                               // position of row g (row g + 8: qpos + 8)
+    const bool warpLive = warp * 16 < count;
+    const int warpLast = pos0 + min(count, warp * 16 + 16) - 1;
+
+    for (int j = 0; j < kTiles; j++) {
+        if (j + 1 < kTiles) loadKV((j + 1) & 1, (j + 1) * FA_TILE);
+        asm volatile("cp.async.commit_group;");
+        asm volatile("cp.async.wait_group 1;");
+        __syncthreads();  // tile j is in for every thread
+        const int k0 = j * FA_TILE;
+        const half* Kt = Ks + (j & 1) * FA_TILE * ld;
+        const half* Vt = Vs + (j & 1) * FA_TILE * ld;
+        if (warpLive && k0 <= warpLast) {
+            float sc[8][4];
+#pragma unroll
+            for (int n = 0; n < 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+            for (int kc = 0; kc < FA_MAX_D / 16; kc++) {
+                if (kc >= dSteps) break;
+#pragma unroll
+                for (int n2 = 0; n2 < 4; n2++) {
+                    unsigned r[4];
+                    ldmatrix_x4(r, Kt + (n2 * 16 + (lane & 7) + ((lane >> 4) << 3)) * ld + kc * 16 + ((lane >> 3) & 1) * 8,
+                                false);
+                    mma16816(sc[2 * n2], qf[kc][0], qf[kc][1], qf[kc][2], qf[kc][3], r[0], r[1]);
+                    mma16816(sc[2 * n2 + 1], qf[kc][0], qf[kc][1], qf[kc][2], qf[kc][3], r[2], r[3]);
+                }
+            }
+            // causal mask and the running softmax; a row's 64 scores are spread over the 4 lanes of its quad
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    int p = k0 + n * 8 + 2 * t4 + (c & 1), row = c >> 1;
+                    if (p > qpos + 8 * row || p >= keys) sc[n][c] = -INFINITY;
+                    mx[row] = fmaxf(mx[row], sc[n][c]);
+                }
+            float alpha[2], mNew[2];
+#pragma unroll
+            for (int row = 0; row < 2; row++) {
+                mx[row] = fmaxf(mx[row], __shfl_xor_sync(0xffffffffu, mx[row], 1));
+                mx[row] = fmaxf(mx[row], __shfl_xor_sync(0xffffffffu, mx[row], 2));
+                mNew[row] = fmaxf(rowMax[row], mx[row]);
+                alpha[row] = mNew[row] == -INFINITY ? 1.f : __expf(rowMax[row] - mNew[row]);
+                rowMax[row] = mNew[row];
+                rowSum[row] *= alpha[row];
+            }
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    int row = c >> 1;
+                    float e = mNew[row] == -INFINITY ? 0.f : __expf(sc[n][c] - mNew[row]);
+                    sc[n][c] = e;
+                    rowSum[row] += e;
+                }
+#pragma unroll
+            for (int n = 0; n < FA_MAX_D / 8; n++) {
+                o[n][0] *= alpha[0]; o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1]; o[n][3] *= alpha[1];
+            }
+            // O += P V: the scores of keys 16*kc .. 16*kc+15 are the A fragment of one m16n8k16 step
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++) {
+                unsigned a0 = pack_half2(sc[2 * kc][0], sc[2 * kc][1]), a1 = pack_half2(sc[2 * kc][2], sc[2 * kc][3]);
+                unsigned a2 = pack_half2(sc[2 * kc + 1][0], sc[2 * kc + 1][1]);
+                unsigned a3 = pack_half2(sc[2 * kc + 1][2], sc[2 * kc + 1][3]);
+#pragma unroll
+                for (int n2 = 0; n2 < FA_MAX_D / 16; n2++) {
+                    if (n2 >= dSteps) break;
+                    unsigned r[4];
+                    ldmatrix_x4(r, Vt + (kc * 16 + (lane & 15)) * ld + n2 * 16 + (lane >> 4) * 8, true);
+                    mma16816(o[2 * n2], a0, a1, a2, a3, r[0], r[1]);
+                    mma16816(o[2 * n2 + 1], a0, a1, a2, a3, r[2], r[3]);
+                }
             }
         }
-        float* S = Ss + warp * 16 * LS;
-#pragma unroll
-        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(S + j * 16, sAcc[j], LS, wmma::mem_row_major);
-        __syncwarp();
-        // online softmax: two lanes per row, 32 columns each
-        {
-            int row = lane >> 1, local = warp * 16 + row, c0 = (lane & 1) * 32;
-            int qpos = pos0 + local;
-            bool live = local < count;
-            float mx = -INFINITY;
-            for (int c = c0; c < c0 + 32; c++) {
-                int p = k0 + c;
-                if (live && p <= qpos) mx = fmaxf(mx, S[row * LS + c]);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            float old = rowMax[local];
-            float mNew = fmaxf(old, mx);
-            float alpha = mNew == -INFINITY ? 1.f : __expf(old - mNew);
-            float sum = 0.f;
-            for (int c = c0; c < c0 + 32; c++) {
-                int p = k0 + c;
-                float e = (live && p <= qpos && mNew != -INFINITY) ? __expf(S[row * LS + c] - mNew) : 0.f;
-                Ps[local * LP + c] = __float2half_rn(e);
-                sum += e;
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            for (int c = (lane & 1) * (d / 2); c < (lane & 1 ? d : d / 2); c++) Os[local * lo + c] *= alpha;
-            __syncwarp();
-            if ((lane & 1) == 0) { rowMax[local] = mNew; rowSum[local] = rowSum[local] * alpha + sum; }
-        }
-        __syncwarp();
-        // O += P V
-        for (int dt = 0; dt < d; dt += 16) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-            wmma::load_matrix_sync(o, Os + warp * 16 * lo + dt, lo, wmma::mem_row_major);
-#pragma unroll
-            for (int kk = 0; kk < FA_TILE; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::row_major> b;
-                wmma::load_matrix_sync(a, Ps + warp * 16 * LP + kk, LP);
-                wmma::load_matrix_sync(b, Vs + kk * ld + dt, ld);
-                wmma::mma_sync(o, a, b, o);
-            }
-            wmma::store_matrix_sync(Os + warp * 16 * lo + dt, o, lo, wmma::mem_row_major);
-        }
-        __syncwarp();
+        __syncthreads();  // every warp is done with stage j & 1 before the next iteration refills it
     }
-    __syncthreads();
-    for (int i = tid; i < count * d; i += 128) {
-        int r = i / d, c = i - r * d;
-        out[(size_t)(first + r) * heads * d + head * d + c] = __float2half_rn(Os[r * lo + c] / rowSum[r]);
+    asm volatile("cp.async.wait_group 0;");
+
+#pragma unroll
+    for (int row = 0; row < 2; row++) {
+        rowSum[row] += __shfl_xor_sync(0xffffffffu, rowSum[row], 1);
+        rowSum[row] += __shfl_xor_sync(0xffffffffu, rowSum[row], 2);
+    }
+#pragma unroll
+    for (int row = 0; row < 2; row++) {
+        int r = warp * 16 + g + 8 * row;
+        if (r >= count) continue;
+        float inv = 1.f / rowSum[row];
+        half* dst = out + (size_t)(first + r) * heads * d + head * d + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < FA_MAX_D / 8; n++)
+            if (n < d / 8)
+                *reinterpret_cast<half2*>(dst + n * 8) = __floats2half2_rn(o[n][2 * row] * inv, o[n][2 * row + 1] * inv);
     }
 }
 

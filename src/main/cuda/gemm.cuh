@@ -166,10 +166,13 @@ extern "C" __global__ void gemm_wgmma_available(int* out) {
 #endif
 }
 
+// Split K (partial != null): block z of gridDim.z sums its share of the K tiles and stores the raw sums to
+// partial[z][M][N]; gemm_splitk_reduce adds the shares and applies the epilogue. (Having the last of a tile's blocks
+// add them instead, counted by an atomic, measured slower: one block then does a whole tile's epilogue.)
 template <int STAGES, int INFLIGHT>
 __device__ __forceinline__ void gemm_wgmma_tiles(const half* __restrict__ A, const half* __restrict__ W,
                                                  const int* __restrict__ rowIndex, int M, int N, int K,
-                                                 const Epilogue& e) {
+                                                 const Epilogue& e, float* __restrict__ partial) {
 #ifdef HAS_WGMMA
     constexpr int STAGE_BYTES = (WG_BM + WG_BN) * WG_BK * 2;
     extern __shared__ unsigned char wgRaw[];
@@ -216,10 +219,12 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const half* __restrict__ A, con
     // (the stage a load refills was last read AHEAD + 1 tiles ago, and every warpgroup has waited for that batch
     // before the barrier).
     constexpr int AHEAD = STAGES - 1 - INFLIGHT;
-    const int tiles = (K + WG_BK - 1) / WG_BK;
+    const int allTiles = (K + WG_BK - 1) / WG_BK, share = (allTiles + gridDim.z - 1) / gridDim.z;
+    const int first = blockIdx.z * share, tiles = max(0, min(allTiles - first, share));
+    const int kFirst = first * WG_BK;
 #pragma unroll
     for (int s = 0; s < AHEAD; s++) {
-        if (s < tiles) loadTile(s, s * WG_BK);
+        if (s < tiles) loadTile(s, kFirst + s * WG_BK);
         asm volatile("cp.async.commit_group;");
     }
     for (int t = 0; t < tiles; t++) {
@@ -228,7 +233,7 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const half* __restrict__ A, con
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();  // tile t is in for every thread; no warpgroup still reads the stage refilled next
         int next = t + AHEAD;
-        if (next < tiles) loadTile(next % STAGES, next * WG_BK);
+        if (next < tiles) loadTile(next % STAGES, kFirst + next * WG_BK);
         asm volatile("cp.async.commit_group;");
         const unsigned char* s = base + (t % STAGES) * STAGE_BYTES;
         uint64_t a = wgmma_descriptor(s + group * 64 * 128), b = wgmma_descriptor(s + WG_BM * 128);
@@ -249,14 +254,42 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const half* __restrict__ A, con
 #pragma unroll
     for (int c = 0; c < 64; c++) {
         int m = row0 + ((c & 2) ? 8 : 0), n = bn + (c >> 2) * 8 + (lane & 3) * 2 + (c & 1);
-        if (m < M && n < N) epilogue_store(e, m, n, acc[c]);
+        if (m >= M || n >= N) continue;
+        if (partial) partial[((size_t)blockIdx.z * M + m) * N + n] = acc[c];
+        else epilogue_store(e, m, n, acc[c]);
     }
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+// Two blocks a multiprocessor (at most 128 registers a thread): the measured configuration depends on it.
+extern "C" __global__ void __launch_bounds__(256, 2)
 gemm_f16_wgmma(const half* __restrict__ A, const half* __restrict__ W, const int* __restrict__ rowIndex, int M, int N,
-               int K, Epilogue e) {
+               int K, Epilogue e, float* __restrict__ partial) {
     pdl_wait_and_release();
-    gemm_wgmma_tiles<GEMM_WGMMA_STAGES, 0>(A, W, rowIndex, M, N, K, e);
+    gemm_wgmma_tiles<GEMM_WGMMA_STAGES, 0>(A, W, rowIndex, M, N, K, e, partial);
+}
+
+// The split-K GEMM's epilogue: out[m][n] = epilogue(sum over z of partial[z][m][n]), in a fixed order so that the
+// result does not depend on timing. Reads splits*M*N*4 bytes, 16 at a time where N allows.
+extern "C" __global__ void gemm_splitk_reduce(const float* __restrict__ partial, int splits, int M, int N,
+                                              Epilogue e) {
+    pdl_wait_and_release();
+    const size_t total = (size_t)M * N, stride = (size_t)gridDim.x * blockDim.x;
+    const int vec = N % 4 == 0 ? 4 : 1;
+    for (size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * vec; i < total; i += stride * vec) {
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int z = 0; z < splits; z++) {
+            const float* p = partial + z * total + i;
+            if (vec == 4) {
+                float4 f = *reinterpret_cast<const float4*>(p);
+                v[0] += f.x; v[1] += f.y; v[2] += f.z; v[3] += f.w;
+            } else {
+                v[0] += *p;
+            }
+        }
+        int m = (int)(i / N), n = (int)(i % N);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (j < vec) epilogue_store(e, m, n + j, v[j]);
+    }
 }

@@ -207,7 +207,9 @@ public final class CudaEngine implements Engine {
                     predictors.extraBytes / 1048576.0);
         }
         hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
-        kernels.useWgmma(options.wgmma());
+        if (kernels.useWgmma(options.wgmma())) {
+            kernels.splitKWorkspace(cuda.alloc(kernels.splitKBytes(), "split-K partial sums of the prefill GEMM").at(0));
+        }
         if (DecoderKernels.tiledAttention(headDim)) {
             cuda.allowSharedMemory("attention_prefill", DecoderKernels.prefillAttentionSharedBytes(headDim));
         }

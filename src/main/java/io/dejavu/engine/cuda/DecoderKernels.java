@@ -27,6 +27,7 @@ final class DecoderKernels {
 
     private final CudaContext cuda;
     private boolean wgmma;
+    private long splitKWorkspace;
 
     DecoderKernels(CudaContext cuda) {
         this.cuda = cuda;
@@ -45,6 +46,39 @@ final class DecoderKernels {
         String kernel = wgmma ? "gemm_f16_wgmma" : "gemm_f16";
         cuda.allowSharedMemory(kernel, wgmma ? GEMM_WGMMA_SHARED_BYTES : GEMM_SHARED_BYTES);
         return wgmma;
+    }
+
+    /** Bytes of the split-K partial sums: up to two waves of 128x128 fp32 tiles (see {@link #kSplits}). */
+    long splitKBytes() {
+        return 2L * wgmmaSlots() * GEMM_TILE * GEMM_TILE * 4;
+    }
+
+    /** Where the Hopper GEMM may keep split-K partial sums ({@link #splitKBytes} of device memory), 0: never split. */
+    void splitKWorkspace(long address) {
+        splitKWorkspace = address;
+    }
+
+    private int wgmmaSlots() {
+        return cuda.residentBlocks("gemm_f16_wgmma", 256, GEMM_WGMMA_SHARED_BYTES);
+    }
+
+    /**
+     * Into how many parts the Hopper GEMM splits K. A 512-token prompt's out_proj and fc2 (N = hidden) give 128-160
+     * tiles for 264 block slots on an H100/H200, one part-empty wave; split in s parts the tiles take ceil(s *
+     * tiles / slots) waves of 1/s the work. Split only where that saves a fifth, each part keeps at least 4 K tiles,
+     * and the partial sums fit the workspace (two waves of tiles).
+     */
+    static int kSplits(int tiles, int kTiles, int slots) {
+        int best = 1;
+        double bestCost = Math.ceil((double) tiles / slots);
+        for (int s = 2; s <= 4 && (long) tiles * s <= 2L * slots && kTiles / s >= 4; s++) {
+            double cost = Math.ceil((double) tiles * s / slots) / s;
+            if (cost < 0.8 * bestCost) {
+                best = s;
+                bestCost = cost;
+            }
+        }
+        return best;
     }
 
     private static int blocks(long n, int per) {
@@ -120,10 +154,21 @@ final class DecoderKernels {
         } else {
             if (inputF32 || layerNorm) throw new IllegalStateException("the GEMM takes normalised fp16 input");
             if (ldx != k || nCount != 0) throw new IllegalStateException("the GEMM takes dense rows and all of N");
-            String kernel = wgmma ? "gemm_f16_wgmma" : "gemm_f16";
-            cuda.launchAs(kernel + " N=" + n + " K=" + k, kernel, blocks(n, GEMM_TILE), blocks(m, GEMM_TILE), 1, 256,
-                    wgmma ? GEMM_WGMMA_SHARED_BYTES : GEMM_SHARED_BYTES, input, weight, rowIndex, m, n, k,
-                    epilogue.bytes());
+            int gridX = blocks(n, GEMM_TILE), gridY = blocks(m, GEMM_TILE);
+            if (!wgmma) {
+                cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", gridX, gridY, 1, 256, GEMM_SHARED_BYTES,
+                        input, weight, rowIndex, m, n, k, epilogue.bytes());
+                return;
+            }
+            int splits = splitKWorkspace == 0 ? 1 : kSplits(gridX * gridY, blocks(k, 64), wgmmaSlots());
+            long partials = splits > 1 ? splitKWorkspace : 0;
+            cuda.launchAs("gemm_f16_wgmma N=" + n + " K=" + k + (splits > 1 ? " split " + splits : ""),
+                    "gemm_f16_wgmma", gridX, gridY, splits, 256, GEMM_WGMMA_SHARED_BYTES, input, weight, rowIndex,
+                    m, n, k, epilogue.bytes(), partials);
+            if (splits > 1) {
+                cuda.launchAs("gemm_splitk_reduce N=" + n, "gemm_splitk_reduce", Math.min(blocks((long) m * n, 1024),
+                        4 * wgmmaSlots()), 1, 1, 256, 0, partials, splits, m, n, epilogue.bytes());
+            }
         }
     }
 
@@ -204,7 +249,7 @@ final class DecoderKernels {
     }
 
     static int prefillAttentionSharedBytes(int headDim) {
-        return 640 * headDim + 30720;  // Q, K, V, P fp16 and S, O fp32 tiles, rows padded (decoder.cu)
+        return 640 * (headDim + 8);  // a Q tile and two stages of K and V tiles, fp16, rows padded by 8 (decoder.cu)
     }
 
     /** Tiled causal attention over query tiles described by {@code tiles} (see decoder.cu). */
