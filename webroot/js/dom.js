@@ -21,8 +21,9 @@ export async function copyText(text) {
   area.value = text;
   document.body.append(area);
   area.select();
-  document.execCommand('copy');
+  const copied = document.execCommand('copy');
   area.remove();
+  if (!copied) throw new Error('the browser refused to copy');
 }
 
 /** Appends a token as its own span, so that hovering it can show its layers. */

@@ -76,8 +76,8 @@ export class Transcript {
     const status = el('span', { class: 'status' }, 'generating…');
     const copy = el('button', { type: 'button', class: 'ghost small', 'aria-label': 'Copy this answer',
       onclick: async () => {
-        await copyText(answer.text);
-        copy.textContent = 'Copied';
+        // the browser may refuse (permission denied, page not focused): say so rather than fail silently
+        copy.textContent = await copyText(answer.text).then(() => 'Copied', () => 'Copy failed');
         setTimeout(() => { copy.textContent = 'Copy'; }, 1500);
       } }, 'Copy');
     const box = el('div', { class: 'turn assistant streaming' },
