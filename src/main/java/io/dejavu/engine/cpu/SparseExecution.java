@@ -39,8 +39,13 @@ final class SparseExecution {
      * per worker thread, and per row for the largest pass so far.
      */
     private final Scratch[] scratches;
-    /** Per worker: it has added into its accumulator in this {@link Plan#mlp} call. */
-    private final boolean[] accumulated;
+    /**
+     * Decode rows' MLP sums, one array per slice of the union's neurons (rows x hidden each). Fixed slices summed in
+     * their order keep a step's result independent of which thread ran which slice, and of the thread count: the
+     * same seed gives the same tokens.
+     */
+    private static final int SLICES = 8;
+    private final float[][] sliceSums = new float[SLICES][];
     private int capacity;
     /** Per row: its own neuron set (ffn wide) and head mask, before decode rows join theirs. */
     private int[][] rowNeurons;
@@ -77,7 +82,6 @@ final class SparseExecution {
         extraBytes = bytes;
         scratches = new Scratch[threads];
         for (int i = 0; i < threads; i++) scratches[i] = new Scratch(predictors.rank(), hidden, ffn, heads);
-        accumulated = new boolean[threads];
         unionHeads = new boolean[heads];
         inUnion = new boolean[ffn];
         unionNeurons = new int[ffn];
@@ -92,7 +96,7 @@ final class SparseExecution {
         layerInput = new float[rows * hidden];
         previousLayerInput = new float[rows * hidden];
         mlpInput = new float[rows * hidden];
-        for (Scratch scratch : scratches) scratch.sums = new float[rows * hidden];
+        for (int i = 0; i < SLICES; i++) sliceSums[i] = new float[rows * hidden];
     }
 
     private static float[] floats(Tensor t) {
@@ -135,15 +139,13 @@ final class SparseExecution {
         void run(int row, Scratch scratch);
     }
 
-    /** One worker's arrays: predictor scores and top-k, a neuron's decoded rows, decode rows' MLP sums. */
+    /** One worker's arrays: predictor scores and top-k, a neuron's decoded rows. */
     private static final class Scratch {
         final float[] hiddenUnits, scores, tmp;
         final int[] chosenHeads;
         final float[] fc1Row, fc2Row;
         /** A row on its own, for {@link Plan#neuron}. */
         final int[] row = new int[1];
-        /** Sums of the decode rows' MLP outputs over the neurons this worker ran, rows x hidden. */
-        float[] sums;
 
         Scratch(int rank, int hidden, int ffn, int heads) {
             hiddenUnits = new float[rank];
@@ -311,17 +313,18 @@ final class SparseExecution {
             if (sharedRows.length > 0) {
                 int[] union = neurons[sharedRows[0]];
                 int count = neuronCount[sharedRows[0]];
-                Arrays.fill(accumulated, false);
-                pool.run(count, 8, (worker, from, to) -> {
-                    // A worker may run several chunks: it keeps adding into its own sums, from zero.
+                int blocks = (count + 7) / 8;  // slices start at multiples of 8 neurons
+                pool.run(SLICES, 1, (worker, from, to) -> {
                     Scratch scratch = scratches[worker];
-                    if (!accumulated[worker]) Arrays.fill(scratch.sums, 0, sharedRows.length * hidden, 0f);
-                    accumulated[worker] = true;
-                    for (int i = from; i < to; i++) neuron(w, union[i], x, sharedRows, scratch.sums, -1, scratch);
+                    for (int slice = from; slice < to; slice++) {
+                        float[] acc = sliceSums[slice];
+                        Arrays.fill(acc, 0, sharedRows.length * hidden, 0f);
+                        int lo = Math.min(count, blocks * slice / SLICES * 8);
+                        int hi = Math.min(count, blocks * (slice + 1) / SLICES * 8);
+                        for (int i = lo; i < hi; i++) neuron(w, union[i], x, sharedRows, acc, -1, scratch);
+                    }
                 });
-                for (int worker = 0; worker < scratches.length; worker++) {
-                    if (!accumulated[worker]) continue;
-                    float[] acc = scratches[worker].sums;
+                for (float[] acc : sliceSums) {
                     for (int s = 0; s < sharedRows.length; s++) {
                         int t = sharedRows[s];
                         for (int i = 0; i < hidden; i++) o[t * hidden + i] += acc[s * hidden + i];
