@@ -31,13 +31,16 @@ import java.util.Map;
  * <pre>
  * greedy MODEL PREDICTORS REFERENCE.json [TOKENS [RECALL]] greedy continuations, sparse vs dense
  * greedy-oracle MODEL REFERENCE.json TOKENS MLP_KEEP_SHARE  the same with exact top-k decode steps
- * recall MODEL PREDICTORS TEXT [TOKENS]                 per-layer recall of the active neurons, dense pass
+ * recall MODEL PREDICTORS TEXT [TOKENS [RULE,...]]      per-layer recall of the active neurons, dense pass, for
+ *                                                        each MLP rule (default 0: the file's)
  * union  MODEL PREDICTORS TEXT                          union size of decode batches of 1..16 sequences
  * oracle MODEL TEXT MLP_KEEP_SHARE HEADS_KEEP [TOKENS]  perplexity with exact top-k of the true activations
- * sparse MODEL PREDICTORS TEXT RECALL HEADS_KEEP [TOKENS] perplexity with the predictors, per-layer k of the
- *                                                        calibration's recall target RECALL (0 keeps the file's,
- *                                                        "dense" runs every neuron);
+ * sparse MODEL PREDICTORS TEXT RULE HEADS_KEEP [TOKENS] perplexity with the predictors and MLP rule RULE;
  *                                                        HEADS_KEEP one number for all layers or one per layer (a,b,..)
+ * </pre>
+ * An MLP rule: 0 keeps the file's; R (e.g. 0.97) the per-layer top-k of calibration's recall target R;
+ * threshold:R its per-layer score threshold for R; share:S the top S of the neurons in every layer; dense every neuron.
+ * <pre>
  * </pre>
  * Run with the fat jar on the class path: {@code java --add-modules jdk.incubator.vector -cp target/dejavu-serve.jar
  * io.dejavu.bench.SparsityQuality ...}.
@@ -55,7 +58,8 @@ public final class SparsityQuality {
             case "greedy-oracle" -> greedyOracle(Path.of(args[1]), Path.of(args[2]), Integer.parseInt(args[3]),
                     Double.parseDouble(args[4]));
             case "recall" -> recall(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]),
-                    args.length > 4 ? Integer.parseInt(args[4]) : Integer.MAX_VALUE);
+                    args.length > 4 ? Integer.parseInt(args[4]) : Integer.MAX_VALUE,
+                    (args.length > 5 ? args[5] : "0").split(","));
             case "union" -> union(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]));
             case "oracle" -> oracle(Path.of(args[1]), Path.of(args[2]), Double.parseDouble(args[3]),
                     Integer.parseInt(args[4]), args.length > 5 ? Integer.parseInt(args[5]) : Integer.MAX_VALUE);
@@ -70,8 +74,7 @@ public final class SparsityQuality {
             throws IOException {
         JsonNode cases = JSON.readTree(Files.readString(reference)).get("cases");
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
-            engine.attachPredictors(Predictors.read(predictorDir, model.config())
-                    .withOperatingPoint(mlpK(model.config(), predictorDir, recall), null));
+            engine.attachPredictors(mlpRule(Predictors.read(predictorDir, model.config()), predictorDir, recall));
             int sameDecode = 0, sameAll = 0;
             List<Integer> firstDivergence = new ArrayList<>();
             for (JsonNode c : cases) {
@@ -194,10 +197,11 @@ public final class SparsityQuality {
             OptConfig c = model.config();
             Predictors p = Predictors.read(predictorDir, c);
             int layers = c.numHiddenLayers();
-            int[] mlpK = mlpK(c, predictorDir, recall), heads = new int[layers];
+            int[] heads = new int[layers];
             String[] keep = headsKeep.split(",");
             for (int l = 0; l < layers; l++) heads[l] = Integer.parseInt(keep[keep.length == 1 ? 0 : l]);
-            engine.attachPredictors(p.withOperatingPoint(mlpK, heads));
+            Predictors chosen = mlpRule(p, predictorDir, recall).withOperatingPoint(null, heads);
+            engine.attachPredictors(chosen);
             int[] ids = Tokenizer.load(modelDir).encode(Files.readString(text));
             if (ids.length > maxTokens) ids = Arrays.copyOf(ids, maxTokens);
             PerplexityEvaluator.Result r = new PerplexityEvaluator(engine, PerplexityEvaluator.DEFAULT_WINDOW, true)
@@ -206,7 +210,7 @@ public final class SparsityQuality {
             line.put("tokens", r.tokens());
             line.put("perplexity", r.perplexity());
             line.put("recall", recall);
-            line.put("mlp_k", mlpK);
+            line.put("mlp_k", chosen.layers().stream().mapToInt(x -> x.mlpByThreshold() ? -1 : x.mlpK()).toArray());
             line.put("heads_keep", headsKeep);
             line.put("mlp_skipped", engine.sparsityStats().mlpSkipped());
             line.put("heads_skipped", engine.sparsityStats().headsSkipped());
@@ -214,86 +218,110 @@ public final class SparsityQuality {
         }
     }
 
-    /**
-     * Top-k per layer: calibration's k for recall RECALL, every neuron for "dense", the same share in every layer for
-     * "share:0.3", null (the file's rule) for "0".
-     */
-    private static int[] mlpK(OptConfig c, Path predictorDir, String recall) throws IOException {
-        int layers = c.numHiddenLayers();
-        if (recall.equals("0")) return null;
+    /** The predictors with the MLP rule {@code rule} (see the class comment) in every layer. */
+    private static Predictors mlpRule(Predictors p, Path predictorDir, String rule) throws IOException {
+        if (rule.equals("0")) return p;
+        int layers = p.layers().size(), ffn = p.layers().getFirst().mlp().out();
         int[] mlpK = new int[layers];
-        if (recall.equals("dense")) {
-            Arrays.fill(mlpK, c.ffnDim());
-            return mlpK;
+        if (rule.equals("dense")) {
+            Arrays.fill(mlpK, ffn);
+            return p.withOperatingPoint(mlpK, null);
         }
-        if (recall.startsWith("share:")) {
-            Arrays.fill(mlpK, (int) Math.round(Double.parseDouble(recall.substring(6)) * c.ffnDim()));
-            return mlpK;
+        if (rule.startsWith("share:")) {
+            Arrays.fill(mlpK, (int) Math.round(Double.parseDouble(rule.substring(6)) * ffn));
+            return p.withOperatingPoint(mlpK, null);
         }
-        JsonNode settings = JSON.readTree(Files.readString(predictorDir.resolve(Predictors.SETTINGS)));
+        JsonNode settings = JSON.readTree(Files.readString(predictorDir.resolve(Predictors.SETTINGS))).get("layers");
+        if (rule.startsWith("threshold:")) {
+            List<Predictors.Layer> out = new ArrayList<>();
+            for (int l = 0; l < layers; l++) {
+                Predictors.Layer x = p.layers().get(l);
+                float threshold = (float) settings.get(l).get("stats").get("mlp_threshold_by_recall")
+                        .get(rule.substring(10)).get("threshold").asDouble();
+                out.add(new Predictors.Layer(x.mlp(), x.heads(), x.mlpK(), threshold, x.headsKeep(), x.stats()));
+            }
+            return new Predictors(p.rank(), p.mlpInput(), p.headsInput(), out);
+        }
         for (int l = 0; l < layers; l++) {
-            mlpK[l] = settings.get("layers").get(l).get("stats").get("mlp_k_by_recall").get(recall).asInt();
+            mlpK[l] = settings.get(l).get("stats").get("mlp_k_by_recall").get(rule).asInt();
         }
-        return mlpK;
+        return p.withOperatingPoint(mlpK, null);
     }
 
     /**
      * On a dense pass over the text: per layer, the share of truly active neurons (fc1 output > 0) that the MLP
-     * predictor's selection (the file's rule, from the MLP block's input) holds, and the share it selects.
+     * predictor's selection (from the MLP block's input) holds, and the share it selects, for each MLP rule.
      */
-    private static void recall(Path modelDir, Path predictorDir, Path text, int maxTokens) throws IOException {
+    private static void recall(Path modelDir, Path predictorDir, Path text, int maxTokens, String[] rules)
+            throws IOException {
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
             OptConfig c = model.config();
-            Predictors p = Predictors.read(predictorDir, c);
-            if (p.mlpInput() != PredictorInput.MLP) {
+            Predictors read = Predictors.read(predictorDir, c);
+            if (read.mlpInput() != PredictorInput.MLP) {
                 throw new IllegalArgumentException("this measurement reads the MLP block input only");
             }
-            int layers = c.numHiddenLayers(), ffn = c.ffnDim(), hidden = c.hiddenSize();
-            long[] active = new long[layers], hits = new long[layers], selected = new long[layers], rows = new long[layers];
+            int layers = c.numHiddenLayers(), ffn = c.ffnDim(), hidden = c.hiddenSize(), n = rules.length;
+            Predictors[] ps = new Predictors[n];
+            for (int r = 0; r < n; r++) ps[r] = mlpRule(read, predictorDir, rules[r]);
+            long[] active = new long[layers], rows = new long[layers];
+            long[][] hits = new long[n][layers], selected = new long[n][layers];
             ForwardProbe probe = new ForwardProbe() {
-                boolean[][] chosen;
+                boolean[][][] chosen;
 
                 @Override
-                public void mlpInput(int layer, float[] h, int n) {
-                    Predictors.Layer x = p.layers().get(layer);
-                    chosen = new boolean[n][ffn];
-                    float[] z = new float[hidden], u = new float[p.rank()], scores = new float[ffn], tmp = new float[ffn];
+                public void mlpInput(int layer, float[] h, int tokens) {
+                    chosen = new boolean[n][tokens][ffn];
+                    float[] z = new float[hidden], u = new float[read.rank()], scores = new float[ffn], tmp = new float[ffn];
                     int[] set = new int[ffn];
-                    for (int t = 0; t < n; t++) {
+                    for (int t = 0; t < tokens; t++) {
                         LowRankPredictor.standardize(h, t * hidden, z, 0, hidden);
-                        x.mlp().scores(z, 0, u, scores, 0);
-                        if (x.mlpByThreshold()) {
-                            for (int j = 0; j < ffn; j++) chosen[t][j] = scores[j] >= x.mlpThreshold();
-                        } else {
-                            int count = TopK.select(scores, 0, ffn, x.mlpK(), set, tmp);
-                            for (int i = 0; i < count; i++) chosen[t][set[i]] = true;
+                        read.layers().get(layer).mlp().scores(z, 0, u, scores, 0);
+                        for (int r = 0; r < n; r++) {
+                            Predictors.Layer x = ps[r].layers().get(layer);
+                            if (x.mlpByThreshold()) {
+                                for (int j = 0; j < ffn; j++) chosen[r][t][j] = scores[j] >= x.mlpThreshold();
+                            } else {
+                                int count = TopK.select(scores, 0, ffn, x.mlpK(), set, tmp);
+                                for (int i = 0; i < count; i++) chosen[r][t][set[i]] = true;
+                            }
                         }
                     }
                 }
 
                 @Override
-                public void mlpActivations(int layer, float[] f, int n) {
-                    for (int t = 0; t < n; t++) {
+                public void mlpActivations(int layer, float[] f, int tokens) {
+                    for (int t = 0; t < tokens; t++) {
                         for (int j = 0; j < ffn; j++) {
                             boolean on = f[t * ffn + j] > 0;
                             if (on) active[layer]++;
-                            if (on && chosen[t][j]) hits[layer]++;
-                            if (chosen[t][j]) selected[layer]++;
+                            for (int r = 0; r < n; r++) {
+                                if (on && chosen[r][t][j]) hits[r][layer]++;
+                                if (chosen[r][t][j]) selected[r][layer]++;
+                            }
                         }
                     }
-                    rows[layer] += n;
+                    rows[layer] += tokens;
                 }
             };
             int[] ids = Tokenizer.load(modelDir).encode(Files.readString(text));
             if (ids.length > maxTokens) ids = Arrays.copyOf(ids, maxTokens);
             new PerplexityEvaluator(new ProbedEngine(engine, probe)).evaluate(ids, (d, w, t, s) -> { });
-            double[] recall = new double[layers], kept = new double[layers];
-            for (int l = 0; l < layers; l++) {
-                recall[l] = (double) hits[l] / active[l];
-                kept[l] = (double) selected[l] / (rows[l] * ffn);
+            for (int r = 0; r < n; r++) {
+                double[] recall = new double[layers], kept = new double[layers];
+                double keptSum = 0;
+                for (int l = 0; l < layers; l++) {
+                    recall[l] = (double) hits[r][l] / active[l];
+                    kept[l] = (double) selected[r][l] / (rows[l] * ffn);
+                    keptSum += kept[l];
+                }
+                Map<String, Object> line = new LinkedHashMap<>();
+                line.put("tokens", ids.length);
+                line.put("rule", rules[r]);
+                line.put("recall_by_layer", recall);
+                line.put("kept_by_layer", kept);
+                line.put("mlp_skipped", 1 - keptSum / layers);
+                System.out.println(JSON.writeValueAsString(line));
             }
-            System.out.println(JSON.writeValueAsString(Map.of("tokens", ids.length, "recall_by_layer", recall,
-                    "kept_by_layer", kept)));
         }
     }
 

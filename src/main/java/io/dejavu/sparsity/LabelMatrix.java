@@ -30,9 +30,4 @@ public final class LabelMatrix {
         for (int w = 0; w < words; w++) n += Long.bitCount(bits[row * words + w]);
         return n;
     }
-
-    /** Writes {@code row} as 0/1 floats into out[offset..offset+columns). */
-    void unpack(int row, float[] out, int offset) {
-        for (int c = 0; c < columns; c++) out[offset + c] = get(row, c) ? 1f : 0f;
-    }
 }

@@ -91,10 +91,11 @@ public final class TopK {
     }
 
     /**
-     * The highest threshold whose selection "score >= threshold" keeps at least {@code target} of the true
-     * positives of {@code rows}; unlike a top-k, the number kept then varies with the token.
+     * For each target, the highest threshold whose selection "score >= threshold" keeps at least that share of the
+     * true positives of {@code rows}; unlike a top-k, the number kept then varies with the token.
      */
-    public static Threshold thresholdFor(LowRankPredictor p, float[] inputs, LabelMatrix labels, int[] rows, double target) {
+    public static Threshold[] thresholdsFor(LowRankPredictor p, float[] inputs, LabelMatrix labels, int[] rows,
+                                            double... targets) {
         int out = p.out();
         float[] all = new float[rows.length * out];
         long positives = 0;
@@ -109,13 +110,29 @@ public final class TopK {
             for (int j = 0; j < out; j++) if (labels.get(rows[r], j)) positiveScores[i++] = all[r * out + j];
         }
         Arrays.sort(positiveScores);
-        // keep the top ceil(target * positives) positive scores
-        int needed = (int) Math.ceil(target * positives);
-        float threshold = needed == 0 ? Float.POSITIVE_INFINITY : positiveScores[positiveScores.length - needed];
-        long kept = 0, hits = 0;
-        for (float s : all) if (s >= threshold) kept++;
-        for (float s : positiveScores) if (s >= threshold) hits++;
-        return new Threshold(threshold, (double) kept / all.length, positives == 0 ? 1 : (double) hits / positives);
+        float[] sorted = all.clone();
+        Arrays.sort(sorted);
+        Threshold[] result = new Threshold[targets.length];
+        for (int t = 0; t < targets.length; t++) {
+            // keep the top ceil(target * positives) positive scores
+            int needed = (int) Math.ceil(targets[t] * positives);
+            float threshold = needed == 0 ? Float.POSITIVE_INFINITY : positiveScores[positiveScores.length - needed];
+            long kept = sorted.length - firstAtLeast(sorted, threshold);
+            long hits = positiveScores.length - firstAtLeast(positiveScores, threshold);
+            result[t] = new Threshold(threshold, (double) kept / all.length, positives == 0 ? 1 : (double) hits / positives);
+        }
+        return result;
+    }
+
+    /** The first index of sorted whose value is >= x (sorted.length if none). */
+    private static int firstAtLeast(float[] sorted, float x) {
+        int lo = 0, hi = sorted.length;
+        while (lo < hi) {
+            int mid = (lo + hi) >>> 1;
+            if (sorted[mid] < x) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo;
     }
 
     private static int firstIndexOf(float[] sorted, int at) {

@@ -4,7 +4,7 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
-/** The two float kernels predictor training and inference spend their time in, on the Vector API. */
+/** The float kernels predictor training and inference spend their time in, on the Vector API. */
 final class Vectors {
     static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
 
@@ -23,16 +23,6 @@ final class Vectors {
         return s;
     }
 
-    /** y[yo..yo+n) += a * x[xo..xo+n) */
-    static void axpy(float a, float[] x, int xo, float[] y, int yo, int n) {
-        int lanes = F.length(), bound = F.loopBound(n), i = 0;
-        FloatVector av = FloatVector.broadcast(F, a);
-        for (; i < bound; i += lanes) {
-            FloatVector.fromArray(F, x, xo + i).fma(av, FloatVector.fromArray(F, y, yo + i)).intoArray(y, yo + i);
-        }
-        for (; i < n; i++) y[yo + i] += a * x[xo + i];
-    }
-
     /** p[i] = sigmoid(s[i]) over n elements from offset o. */
     static void sigmoid(float[] s, float[] p, int o, int n) {
         int lanes = F.length(), bound = F.loopBound(n), i = 0;
@@ -41,5 +31,57 @@ final class Vectors {
             FloatVector.broadcast(F, 1f).div(e.add(1f)).intoArray(p, o + i);
         }
         for (; i < n; i++) p[o + i] = (float) (1 / (1 + Math.exp(-s[o + i])));
+    }
+
+    /** For the n rows z[r] (rank floats each) and every j < out: s[r * out + j] = up[j] . z[r]. */
+    static void blockScores(float[] up, float[] z, int n, int rank, int out, float[] s) {
+        for (int j = 0; j < out; j++) {
+            for (int r = 0; r < n; r++) s[r * out + j] = dot(up, j * rank, z, r * rank, rank);
+        }
+    }
+
+    /**
+     * The backward pass through {@code up} for n rows: gradUp[j] += sum over r of g[r * out + j] z[r], and
+     * dz[r] += g[r * out + j] up[j]; each row of up and gradUp is loaded once for all n rows.
+     */
+    static void blockBackUp(float[] g, float[] z, float[] up, int n, int rank, int out, float[] gradUp, float[] dz) {
+        int lanes = F.length(), bound = F.loopBound(rank);
+        for (int j = 0; j < out; j++) {
+            int wo = j * rank, i = 0;
+            for (; i < bound; i += lanes) {
+                FloatVector w = FloatVector.fromArray(F, up, wo + i), acc = FloatVector.fromArray(F, gradUp, wo + i);
+                for (int r = 0; r < n; r++) {
+                    FloatVector gr = FloatVector.broadcast(F, g[r * out + j]);
+                    acc = FloatVector.fromArray(F, z, r * rank + i).fma(gr, acc);
+                    w.fma(gr, FloatVector.fromArray(F, dz, r * rank + i)).intoArray(dz, r * rank + i);
+                }
+                acc.intoArray(gradUp, wo + i);
+            }
+            for (; i < rank; i++) {
+                for (int r = 0; r < n; r++) {
+                    float gr = g[r * out + j];
+                    gradUp[wo + i] += gr * z[r * rank + i];
+                    dz[r * rank + i] += gr * up[wo + i];
+                }
+            }
+        }
+    }
+
+    /** gradDown[k] += sum over r < n of dz[r * rank + k] x[offsets[r]..+in), for every k < rank. */
+    static void blockBackDown(float[] dz, float[] x, int[] offsets, int n, int rank, int in, float[] gradDown) {
+        int lanes = F.length(), bound = F.loopBound(in);
+        for (int k = 0; k < rank; k++) {
+            int wo = k * in, i = 0;
+            for (; i < bound; i += lanes) {
+                FloatVector acc = FloatVector.fromArray(F, gradDown, wo + i);
+                for (int r = 0; r < n; r++) {
+                    acc = FloatVector.fromArray(F, x, offsets[r] + i).fma(FloatVector.broadcast(F, dz[r * rank + k]), acc);
+                }
+                acc.intoArray(gradDown, wo + i);
+            }
+            for (; i < in; i++) {
+                for (int r = 0; r < n; r++) gradDown[wo + i] += dz[r * rank + k] * x[offsets[r] + i];
+            }
+        }
     }
 }

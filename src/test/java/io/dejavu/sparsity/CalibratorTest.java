@@ -14,6 +14,23 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Calibration of a tiny random OPT: the predictors learn, and what is written reads back the same. */
 class CalibratorTest {
     @Test
+    void defaultsUseTheWholeCalibrationTextAndARankTheCudaEngineTakes() throws java.io.IOException {
+        Path shared = Path.of(System.getProperty("dejavu.shared"));
+        Calibrator.Options defaults = Calibrator.Options.defaults();
+        assertEquals(0.98, defaults.recallTarget());
+        for (Path dir : new Path[]{shared.resolve("models/opt-mini"), Path.of("models/opt-demo")}) {
+            int tokens = io.dejavu.tokenizer.Tokenizer.load(dir)
+                    .encode(java.nio.file.Files.readString(shared.resolve("data/calibration.txt"))).length;
+            assertTrue(tokens < defaults.maxTokens(), dir + ": " + tokens + " tokens");
+            try (OptModel model = OptModel.load(dir)) {
+                int rank = defaults.rankFor(model.config());
+                assertEquals(model.config().hiddenSize() * 3 / 8, rank, dir.toString());
+                assertEquals(0, rank % 8);
+            }
+        }
+    }
+
+    @Test
     void predictorsLearnAndRoundTrip(@TempDir Path dir) throws java.io.IOException {
         try (OptModel model = OptModel.load(Path.of(System.getProperty("dejavu.shared"), "golden/opt-tiny-preln"))) {
             Random random = new Random(11);
