@@ -3,8 +3,9 @@
 // bytes of A per BN columns, and does 2*M*N*K FLOPs. K must be a multiple of 8 (K tails are zero-filled).
 // - gemm_f16: wmma (mma.sync), any GPU from sm_80.
 // - gemm_f16_wgmma: Hopper's warpgroup MMA (sm_90a), which reads both operands straight from shared memory and
-//   has twice mma.sync's peak rate there (measured: 1.5x gemm_f16 on OPT's prefill matrices). The module carries it only in its sm_90a code;
-//   gemm_wgmma_available tells the engine whether the code it loaded has it.
+//   has twice mma.sync's peak rate there (measured: 1.5x gemm_f16 on OPT's prefill matrices), with split K for
+//   GEMMs of few tiles (gemm_splitk_reduce). The module carries it only in its sm_90a code; gemm_wgmma_available
+//   tells the engine whether the code it loaded has it.
 #pragma once
 #include "epilogue.cuh"
 
@@ -122,9 +123,10 @@ gemm_f16(const half* __restrict__ A, const half* __restrict__ W, const int* __re
 #define WG_BK 64
 // shared memory for STAGES stages, with room to align them to 1024 bytes
 #define WGMMA_SHARED_BYTES(STAGES) ((STAGES) * (WG_BM + WG_BN) * WG_BK * 2 + 1024)
-// Measured on an H200 (scripts/gpu/gemm_micro.cu, docs/BENCHMARKS.md): 3 stages and no batch left in flight, which
-// lets two blocks share a multiprocessor and hide each other's barriers, beat 4-7 stages with one batch in flight
-// (one block a multiprocessor) and 128x256 tiles on OPT's prefill matrices.
+// Measured on an H200 (scripts/gpu/gemm_micro.cu, which times the other STAGES / INFLIGHT settings of
+// gemm_wgmma_tiles; docs/BENCHMARKS.md): 3 stages and no batch left in flight, which lets two blocks share a
+// multiprocessor and hide each other's barriers, beat 4-7 stages with one batch in flight (one block a
+// multiprocessor) and 128x256 tiles on OPT's prefill matrices.
 #define GEMM_WGMMA_STAGES 3
 #define GEMM_WGMMA_SHARED_BYTES WGMMA_SHARED_BYTES(GEMM_WGMMA_STAGES)
 
