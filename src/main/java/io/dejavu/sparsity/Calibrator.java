@@ -25,13 +25,21 @@ import java.util.stream.IntStream;
 public final class Calibrator {
     /** Text tokens per window, as the perplexity protocol: 511 after the BOS id (fewer if the context is shorter). */
     static final int WINDOW_TEXT_TOKENS = 511;
+    /**
+     * The default rank stops growing here: the MLP predictor reads r x (hidden + ffn) weights a token and layer, the
+     * bandwidth a sparse GPU step pays. At 3/8 of opt-6.7b's hidden size (1536) that is 23% of the dense MLP's bytes,
+     * more than the 10% of neurons a sparse step runs; at 512 it is 8%, the rank the GPU benchmark measured at 6.7b
+     * (docs/BENCHMARKS.md).
+     */
+    static final int MAX_DEFAULT_RANK = 512;
     /** Recall targets whose top-k and threshold the JSON reports, to compare operating points without recalibrating. */
     private static final double[] REPORTED_RECALLS = {0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99};
 
     /**
      * @param rank         predictor width r; 0 picks 3/8 of the hidden size (a multiple of 8, as the CUDA engine
-     *                     needs): on opt-mini, rank 192 rather than 128 kept a quarter fewer neurons of layers 0 and 5
-     *                     for the same recall on unseen text (docs/SPARSITY.md)
+     *                     needs), at most {@link #MAX_DEFAULT_RANK}: on opt-mini, rank 192 rather than 128 kept a
+     *                     quarter fewer neurons of layers 0 and 5 for the same recall on unseen text
+     *                     (docs/SPARSITY.md)
      * @param recallTarget MLP recall the chosen k must reach on the validation windows, per layer; the default 0.98
      *                     leaves a margin for the 1-3 points of recall lost on unseen text
      * @param maxTokens    text tokens of the calibration text used at most; the default takes all of the shipped
@@ -47,7 +55,7 @@ public final class Calibrator {
         }
 
         int rankFor(OptConfig c) {
-            return rank > 0 ? rank : Math.max(16, c.hiddenSize() * 3 / 8 / 8 * 8);
+            return rank > 0 ? rank : Math.max(16, Math.min(MAX_DEFAULT_RANK, c.hiddenSize() * 3 / 8 / 8 * 8));
         }
     }
 

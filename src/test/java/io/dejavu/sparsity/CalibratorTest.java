@@ -1,5 +1,6 @@
 package io.dejavu.sparsity;
 
+import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -28,6 +29,10 @@ class CalibratorTest {
                 assertEquals(0, rank % 8);
             }
         }
+        // opt-6.7b's hidden size: capped, so that the predictors' bytes stay below the sparse MLP's
+        OptConfig large = new OptConfig(4096, 32, 32, 16384, 50272, 2048, 4096, true, true, true, false, "relu", true,
+                2, 2, 1);
+        assertEquals(512, defaults.rankFor(large));
     }
 
     @Test
