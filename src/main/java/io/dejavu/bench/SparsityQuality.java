@@ -3,6 +3,7 @@ package io.dejavu.bench;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.dejavu.engine.Engine;
+import io.dejavu.engine.ForwardingEngine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.cpu.CpuEngine;
@@ -382,26 +383,23 @@ public final class SparsityQuality {
         }
     }
 
-    /** The CPU engine with a probe on every forward pass, for evaluators that see only {@link Engine}. */
-    private record ProbedEngine(CpuEngine engine, ForwardProbe probe) implements Engine {
-        @Override
-        public OptConfig config() {
-            return engine.config();
-        }
+    /**
+     * The CPU engine with a probe on every forward pass, for evaluators that see only {@link Engine}; the caller
+     * closes the engine.
+     */
+    private static final class ProbedEngine extends ForwardingEngine {
+        private final CpuEngine cpu;
+        private final ForwardProbe probe;
 
-        @Override
-        public String backend() {
-            return engine.backend();
-        }
-
-        @Override
-        public Sequence newSequence() {
-            return engine.newSequence();
+        ProbedEngine(CpuEngine cpu, ForwardProbe probe) {
+            super(cpu);
+            this.cpu = cpu;
+            this.probe = probe;
         }
 
         @Override
         public List<float[][]> forward(List<Step> steps) {
-            return engine.forward(steps, probe);
+            return cpu.forward(steps, probe);
         }
 
         @Override

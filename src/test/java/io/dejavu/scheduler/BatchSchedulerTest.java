@@ -1,6 +1,7 @@
 package io.dejavu.scheduler;
 
 import io.dejavu.engine.Engine;
+import io.dejavu.engine.ForwardingEngine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.cpu.CpuEngine;
@@ -10,7 +11,6 @@ import io.dejavu.generation.GenerationParams;
 import io.dejavu.generation.Generator;
 import io.dejavu.generation.Prompts;
 import io.dejavu.metrics.ServiceMetrics;
-import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
 import io.dejavu.sampling.SamplingParams;
 import io.dejavu.tokenizer.Tokenizer;
@@ -68,19 +68,12 @@ class BatchSchedulerTest {
     }
 
     /** The CPU engine, recording the shape of every forward pass and counting open sequences. */
-    private static final class RecordingEngine implements Engine {
-        final Engine engine = new CpuEngine(model, 1);
+    private static final class RecordingEngine extends ForwardingEngine {
         final List<int[]> passes = new CopyOnWriteArrayList<>();
         final AtomicInteger open = new AtomicInteger();
 
-        @Override
-        public OptConfig config() {
-            return engine.config();
-        }
-
-        @Override
-        public String backend() {
-            return engine.backend();
+        RecordingEngine() {
+            super(new CpuEngine(model, 1));
         }
 
         @Override
@@ -115,11 +108,6 @@ class BatchSchedulerTest {
             passes.add(steps.stream().mapToInt(s -> s.tokens().length).toArray());
             return engine.forward(steps.stream()
                     .map(s -> new Step(((Counted) s.sequence()).sequence, s.tokens(), s.allLogits())).toList());
-        }
-
-        @Override
-        public void close() {
-            engine.close();
         }
     }
 
