@@ -1,6 +1,7 @@
 package io.dejavu.cli;
 
 import io.dejavu.bench.MemoryBandwidth;
+import io.dejavu.bench.RandomPrompts;
 import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
@@ -142,20 +143,9 @@ public final class BenchCommand implements Callable<Integer> {
 
     /** Prefills {@code batch} sequences with pseudo-random prompts, then times each of {@code steps} greedy decode steps. */
     private double[] decode(Engine engine, int batch, int promptLen, int steps) {
-        Random random = new Random(42);
-        int vocab = engine.config().vocabSize();
         List<Sequence> sequences = new ArrayList<>();
         try {
-            List<Step> prefill = new ArrayList<>();
-            for (int b = 0; b < batch; b++) {
-                Sequence s = engine.newSequence();
-                sequences.add(s);
-                int[] prompt = new int[promptLen];
-                prompt[0] = engine.config().bosTokenId();
-                for (int i = 1; i < promptLen; i++) prompt[i] = 4 + random.nextInt(vocab - 4);
-                prefill.add(Step.last(s, prompt));
-            }
-            List<float[][]> logits = engine.forward(prefill);
+            List<float[][]> logits = RandomPrompts.prefill(engine, batch, promptLen, new Random(42), sequences);
             double[] seconds = new double[steps];
             for (int i = 0; i < steps; i++) {
                 long t0 = System.nanoTime();

@@ -68,20 +68,9 @@ public final class EngineAllocationBenchmark {
     private static long[] decode(CpuEngine engine, int batch, boolean sparse) {
         com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long[] workers = engineWorkers(threads);
-        Random random = new Random(42);
-        int vocab = engine.config().vocabSize();
         List<Sequence> sequences = new ArrayList<>();
         try {
-            List<Step> prefill = new ArrayList<>();
-            for (int b = 0; b < batch; b++) {
-                Sequence s = engine.newSequence();
-                sequences.add(s);
-                int[] prompt = new int[PROMPT_LEN];
-                prompt[0] = engine.config().bosTokenId();
-                for (int i = 1; i < PROMPT_LEN; i++) prompt[i] = 4 + random.nextInt(vocab - 4);
-                prefill.add(Step.last(s, prompt));
-            }
-            List<float[][]> logits = engine.forward(prefill);
+            List<float[][]> logits = RandomPrompts.prefill(engine, batch, PROMPT_LEN, new Random(42), sequences);
             long[] bytes = new long[STEPS];
             for (int i = 0; i < STEPS; i++) {
                 List<Step> decode = new ArrayList<>(batch);

@@ -1,5 +1,6 @@
 package io.dejavu.engine.cuda;
 
+import io.dejavu.bench.RandomPrompts;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.TokenChoice;
@@ -91,7 +92,7 @@ public final class CudaBenchmark {
         try (CudaEngine engine = CudaEngine.random(config, options, seed)) {
             double copy = copyBandwidth(engine);
             Random random = new Random(seed);
-            int[] prompt = randomTokens(random, config.vocabSize(), promptLen);
+            int[] prompt = RandomPrompts.of(random, config, promptLen);
 
             // prefill with the engine's GEMM, and with the wmma GEMM as the baseline of the same run
             String gemm = engine.prefillGemm();
@@ -105,7 +106,7 @@ public final class CudaBenchmark {
             List<TokenChoice> greedy = Collections.nCopies(batch, TokenChoice.greedy());
             for (int i = 0; i < batch; i++) {
                 next[i] = engine.nextTokens(List.of(Step.last(seqs.get(i), i == 0 ? prompt
-                        : randomTokens(random, config.vocabSize(), promptLen))), List.of(greedy.get(0)))[0];
+                        : RandomPrompts.of(random, config, promptLen))), List.of(greedy.get(0)))[0];
             }
             int warmup = Math.min(3, genLen);
             long t0 = 0;
@@ -147,13 +148,6 @@ public final class CudaBenchmark {
             }
         }
         return best;
-    }
-
-    private static int[] randomTokens(Random random, int vocab, int n) {
-        int[] t = new int[n];
-        t[0] = 2;
-        for (int i = 1; i < n; i++) t[i] = 4 + random.nextInt(vocab - 4);
-        return t;
     }
 
     /** Device-to-device copy of 1 GiB, counted as bytes read plus written, best of 10. */

@@ -1,5 +1,6 @@
 package io.dejavu.engine.cuda;
 
+import io.dejavu.bench.RandomPrompts;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.StepSparsity;
@@ -300,16 +301,13 @@ public final class SparseBenchmark {
 
         Batch(CudaEngine engine, Random random, int batch, int promptLen) {
             this.engine = engine;
-            int vocab = engine.config().vocabSize();
             greedy = Collections.nCopies(batch, TokenChoice.greedy());
             next = new int[batch];
             for (int i = 0; i < batch; i++) {
                 Sequence s = engine.newSequence();
                 seqs.add(s);
-                int[] prompt = new int[promptLen];
-                prompt[0] = 2;
-                for (int j = 1; j < promptLen; j++) prompt[j] = 4 + random.nextInt(vocab - 4);
-                next[i] = engine.nextTokens(List.of(Step.last(s, prompt)), List.of(greedy.get(0)))[0];
+                next[i] = engine.nextTokens(List.of(Step.last(s, RandomPrompts.of(random, engine.config(), promptLen))),
+                        List.of(greedy.get(0)))[0];
             }
         }
 
