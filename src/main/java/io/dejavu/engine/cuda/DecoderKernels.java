@@ -27,6 +27,8 @@ final class DecoderKernels {
 
     private final CudaContext cuda;
     private boolean wgmma;
+    /** Blocks of the Hopper GEMM that run at once on the whole GPU (set with the choice of GEMM). */
+    private int wgmmaSlots;
     private long splitKWorkspace;
 
     DecoderKernels(CudaContext cuda) {
@@ -45,21 +47,18 @@ final class DecoderKernels {
         wgmma = wanted && cuda.hasWgmma();
         String kernel = wgmma ? "gemm_f16_wgmma" : "gemm_f16";
         cuda.allowSharedMemory(kernel, wgmma ? GEMM_WGMMA_SHARED_BYTES : GEMM_SHARED_BYTES);
+        if (wgmma) wgmmaSlots = cuda.residentBlocks(kernel, 256, GEMM_WGMMA_SHARED_BYTES);
         return wgmma;
     }
 
     /** Bytes of the split-K partial sums: up to two waves of 128x128 fp32 tiles (see {@link #kSplits}). */
     long splitKBytes() {
-        return 2L * wgmmaSlots() * GEMM_TILE * GEMM_TILE * 4;
+        return 2L * wgmmaSlots * GEMM_TILE * GEMM_TILE * 4;
     }
 
     /** Where the Hopper GEMM may keep split-K partial sums ({@link #splitKBytes} of device memory), 0: never split. */
     void splitKWorkspace(long address) {
         splitKWorkspace = address;
-    }
-
-    private int wgmmaSlots() {
-        return cuda.residentBlocks("gemm_f16_wgmma", 256, GEMM_WGMMA_SHARED_BYTES);
     }
 
     /**
@@ -160,14 +159,14 @@ final class DecoderKernels {
                         input, weight, rowIndex, m, n, k, epilogue.bytes());
                 return;
             }
-            int splits = splitKWorkspace == 0 ? 1 : kSplits(gridX * gridY, blocks(k, 64), wgmmaSlots());
+            int splits = splitKWorkspace == 0 ? 1 : kSplits(gridX * gridY, blocks(k, 64), wgmmaSlots);
             long partials = splits > 1 ? splitKWorkspace : 0;
             cuda.launchAs("gemm_f16_wgmma N=" + n + " K=" + k + (splits > 1 ? " split " + splits : ""),
                     "gemm_f16_wgmma", gridX, gridY, splits, 256, GEMM_WGMMA_SHARED_BYTES, input, weight, rowIndex,
                     m, n, k, epilogue.bytes(), partials);
             if (splits > 1) {
                 cuda.launchAs("gemm_splitk_reduce N=" + n, "gemm_splitk_reduce", Math.min(blocks((long) m * n, 1024),
-                        4 * wgmmaSlots()), 1, 1, 256, 0, partials, splits, m, n, epilogue.bytes());
+                        4 * wgmmaSlots), 1, 1, 256, 0, partials, splits, m, n, epilogue.bytes());
             }
         }
     }
