@@ -443,15 +443,20 @@ gemv_mma(const half* __restrict__ x, int ldx, const half* __restrict__ W, const 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Attention of T query tokens over the paged KV cache: query t of sequence querySeq[t] attends to the first
-// queryCtx[t] cached positions (causal: its own position + 1). grid (H, T, splits); split s covers positions
-// [s*partition, (s+1)*partition). Reads ctx*d*2*2 bytes of K/V per (query, head), ~4*ctx*d FLOPs. Scores: one thread
-// per position (VEC-wide loads along the head); output: threads split into groups of d/VEC that walk interleaved
-// positions, then add up in shared memory. With splits > 1 each split writes unnormalised partial outputs and
-// (max, sum), and the last split to finish merges them (merge_splits); else the output directly. OPT scales q by d^-0.5 after the bias.
-// headMask (null = every head): the heads a sparse step computes; the others' blocks leave at once and their output
-// is not written (the sparse out_proj reads only the selected heads').
-#define ATT_THREADS 128
+// Attention of T query tokens over the paged KV cache (decode, and passes the tiled prefill attention does not take):
+// query t of sequence querySeq[t] attends to the first queryCtx[t] cached positions (causal: its own position + 1).
+// grid (H, T, splits): split s takes the s-th of `splits` equal runs of the context, so that a graph captured once
+// spreads any context over the same blocks. Reads ctx*d*2*2 bytes of K/V per (query, head), ~4*ctx*d FLOPs.
+// Flash-decoding in registers: RL lanes share one cached row (VEC halfs each), so a warp takes 32/RL positions at a
+// time, coalesced; every lane issues the K *and* V loads of DECODE_ITER positions before any arithmetic (V does not
+// depend on the scores), so a block's positions cost one memory round trip rather than a round trip for the scores
+// and another for the weighted sum. Each row group keeps a running (max, sum, output) - the online softmax - and
+// the groups and warps combine theirs at the end. With splits > 1 each split writes its unnormalised output and
+// (max, sum), and the last split to finish merges them (merge_splits); else the output directly. OPT scales q by
+// d^-0.5 after the bias. headMask (null = every head): the heads a sparse step computes; the others' blocks leave at
+// once and their output is not written (the sparse out_proj reads only the selected heads').
+#define DECODE_WARPS 4
+#define DECODE_ITER 8
 
 template <int VEC> struct Vec;
 template <> struct Vec<8> { using T = uint4; };
@@ -495,101 +500,161 @@ __device__ void merge_splits(const float* partialOut, const float* partialMaxSum
     }
 }
 
+// Online-softmax state (running max m, sum l, unnormalised output o) of `other` folded into this one.
 template <int VEC>
+__device__ __forceinline__ void softmax_fold(float& m, float& l, float (&o)[VEC], float m2, float l2,
+                                             const float (&o2)[VEC]) {
+    const float mx = fmaxf(m, m2);
+    if (mx == -INFINITY) return;  // neither has seen a position
+    const float a = m == -INFINITY ? 0.f : __expf(m - mx), b = m2 == -INFINITY ? 0.f : __expf(m2 - mx);
+    l = l * a + l2 * b;
+#pragma unroll
+    for (int j = 0; j < VEC; j++) o[j] = o[j] * a + o2[j] * b;
+    m = mx;
+}
+
+template <int VEC, int RL>
 __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* __restrict__ kCache,
                                const half* __restrict__ vCache, const int* __restrict__ blockTables, int maxBlocks,
                                const int* __restrict__ querySeq, const int* __restrict__ queryCtx,
                                half* __restrict__ out, float* __restrict__ partialOut,
                                float* __restrict__ partialMaxSum, int* __restrict__ counters,
-                               const unsigned* __restrict__ headMask, int heads, int headDim, float scale,
-                               int partition) {
+                               const unsigned* __restrict__ headMask, int heads, int headDim, float scale) {
     pdl_wait_and_release();
     if (headMask && !((headMask[blockIdx.x >> 5] >> (blockIdx.x & 31)) & 1u)) return;
     using V = typename Vec<VEC>::T;
-    extern __shared__ float att[];  // [headDim] query, [partition] scores, [ATT_THREADS * VEC] reduction
-    float* qs = att;
-    float* scores = att + headDim;
-    float* red = scores + partition;
-    __shared__ float scratch[32];
+    constexpr int GROUPS = 32 / RL;                     // positions a warp takes at once
+    constexpr int STRIDE = DECODE_WARPS * GROUPS;       // positions the block takes at once
+    __shared__ float warpMax[DECODE_WARPS], warpSum[DECODE_WARPS];
+    __shared__ float warpOut[DECODE_WARPS][RL * VEC];
     const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int tid = threadIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int group = lane / RL, chunk = lane % RL;
+    const bool inHead = chunk * VEC < headDim;
     const int ctx = queryCtx[t];
-    const int start = split * partition;
-    const int end = min(ctx, start + partition);
+    const int per = (ctx + splits - 1) / splits;
+    const int start = split * per, end = min(ctx, start + per);
     const size_t partialAt = ((size_t)t * heads + head) * splits + split;
     if (start >= end) {  // only with splits > 1: an empty split, which still counts towards the merge
-        if (tid == 0) { partialMaxSum[2 * partialAt] = -INFINITY; partialMaxSum[2 * partialAt + 1] = 0.f; }
+        if (threadIdx.x == 0) { partialMaxSum[2 * partialAt] = -INFINITY; partialMaxSum[2 * partialAt + 1] = 0.f; }
         merge_splits(partialOut, partialMaxSum, counters, out, t, head, heads, headDim, splits);
         return;
     }
     const int* table = blockTables + (size_t)querySeq[t] * maxBlocks;
-    for (int d = tid; d < headDim; d += ATT_THREADS)
-        qs[d] = __half2float(q[(size_t)t * ldq + head * headDim + d]) * scale;
-    __syncthreads();
-
-    float mx = -INFINITY;
-    for (int p = start + tid; p < end; p += ATT_THREADS) {
-        const V* k = reinterpret_cast<const V*>(
-                kCache + (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * headDim);
-        float s = 0.f;
-#pragma unroll 4
-        for (int c = 0; c < headDim / VEC; c++) {
-            float kv[VEC];
-            unpack<VEC>(k[c], kv);
+    float qv[VEC];
+    {
+        float raw[VEC];
+        if (inHead) unpack<VEC>(*reinterpret_cast<const V*>(q + (size_t)t * ldq + head * headDim + chunk * VEC), raw);
 #pragma unroll
-            for (int j = 0; j < VEC; j++) s = fmaf(qs[c * VEC + j], kv[j], s);
-        }
-        scores[p - start] = s;
-        mx = fmaxf(mx, s);
+        for (int j = 0; j < VEC; j++) qv[j] = inHead ? raw[j] * scale : 0.f;
     }
-    mx = block_max(mx, scratch);  // its barriers also publish scores[]
-    const int n = end - start;
-    float sum = 0.f;
-    for (int i = tid; i < n; i += ATT_THREADS) { float e = __expf(scores[i] - mx); scores[i] = e; sum += e; }
-    sum = block_sum(sum, scratch);
-
-    const int chunks = headDim / VEC, groups = ATT_THREADS / chunks;
-    const int c = tid % chunks, g = tid / chunks;
-    float o[VEC];
+    float m = -INFINITY, l = 0.f, o[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; j++) o[j] = 0.f;
-    if (g < groups) {
-#pragma unroll 4
-        for (int p = start + g; p < end; p += groups) {
-            const V* v = reinterpret_cast<const V*>(
-                    vCache + (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * headDim);
+    // warp-uniform trip count: the row groups of a warp shuffle together, so they loop together
+    for (int p0 = start + warp * GROUPS; p0 < end; p0 += STRIDE * DECODE_ITER) {
+        V kr[DECODE_ITER], vr[DECODE_ITER];
+#pragma unroll
+        for (int i = 0; i < DECODE_ITER; i++) {
+            const int p = p0 + i * STRIDE + group;
+            if (p < end && inHead) {
+                const size_t at = (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS)
+                        * headDim + chunk * VEC;
+                kr[i] = __ldg(reinterpret_cast<const V*>(kCache + at));
+                vr[i] = __ldg(reinterpret_cast<const V*>(vCache + at));
+            } else {
+                kr[i] = V{};
+                vr[i] = V{};
+            }
+        }
+        float s[DECODE_ITER];
+        float mNew = m;
+#pragma unroll
+        for (int i = 0; i < DECODE_ITER; i++) {
+            float kv[VEC];
+            unpack<VEC>(kr[i], kv);
+            float d = 0.f;
+#pragma unroll
+            for (int j = 0; j < VEC; j++) d = fmaf(qv[j], kv[j], d);
+#pragma unroll
+            for (int x = RL / 2; x > 0; x >>= 1) d += __shfl_xor_sync(0xffffffffu, d, x);
+            s[i] = p0 + i * STRIDE + group < end ? d : -INFINITY;
+            mNew = fmaxf(mNew, s[i]);
+        }
+        const bool any = mNew != -INFINITY;  // else this row group has no position left (then m is -inf too)
+        const float rescale = m == -INFINITY ? 0.f : __expf(m - mNew);
+        l *= rescale;
+#pragma unroll
+        for (int j = 0; j < VEC; j++) o[j] *= rescale;
+#pragma unroll
+        for (int i = 0; i < DECODE_ITER; i++) {
+            const float w = any ? __expf(s[i] - mNew) : 0.f;  // 0 for an absent position
             float vv[VEC];
-            unpack<VEC>(v[c], vv);
-            float w = scores[p - start];
+            unpack<VEC>(vr[i], vv);
+            l += w;
 #pragma unroll
             for (int j = 0; j < VEC; j++) o[j] = fmaf(w, vv[j], o[j]);
         }
+        m = mNew;
+    }
+    // the warp's row groups, then the block's warps
 #pragma unroll
-        for (int j = 0; j < VEC; j++) red[g * headDim + c * VEC + j] = o[j];
+    for (int x = RL; x < 32; x <<= 1) {
+        float o2[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC; j++) o2[j] = __shfl_xor_sync(0xffffffffu, o[j], x);
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, x), l2 = __shfl_xor_sync(0xffffffffu, l, x);
+        softmax_fold<VEC>(m, l, o, m2, l2, o2);
+    }
+    if (group == 0) {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) warpOut[warp][chunk * VEC + j] = o[j];
+        if (chunk == 0) { warpMax[warp] = m; warpSum[warp] = l; }
     }
     __syncthreads();
-    for (int d = tid; d < headDim; d += ATT_THREADS) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; w++) mx = fmaxf(mx, warpMax[w]);
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; w++) sum += warpMax[w] == -INFINITY ? 0.f : warpSum[w] * __expf(warpMax[w] - mx);
+    for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
         float r = 0.f;
-        for (int j = 0; j < groups; j++) r += red[j * headDim + d];
+#pragma unroll
+        for (int w = 0; w < DECODE_WARPS; w++)
+            if (warpMax[w] != -INFINITY) r += warpOut[w][d] * __expf(warpMax[w] - mx);
         if (splits == 1) out[(size_t)t * heads * headDim + head * headDim + d] = __float2half_rn(r / sum);
         else partialOut[partialAt * headDim + d] = r;
     }
     if (splits > 1) {
-        if (tid == 0) { partialMaxSum[2 * partialAt] = mx; partialMaxSum[2 * partialAt + 1] = sum; }
+        if (threadIdx.x == 0) { partialMaxSum[2 * partialAt] = mx; partialMaxSum[2 * partialAt + 1] = sum; }
         merge_splits(partialOut, partialMaxSum, counters, out, t, head, heads, headDim, splits);
     }
 }
 
-#define ATTENTION_KERNEL(NAME, VEC)                                                                                \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                      \
-    NAME(const half* q, int ldq, const half* kCache, const half* vCache, const int* blockTables, int maxBlocks,     \
-         const int* querySeq, const int* queryCtx, half* out, float* partialOut, float* partialMaxSum,             \
-         int* counters, const unsigned* headMask, int heads, int headDim, float scale, int partition) {            \
-        attention_impl<VEC>(q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq, queryCtx, out, partialOut,   \
-                            partialMaxSum, counters, headMask, heads, headDim, scale, partition);                  \
+// One kernel per (VEC, lanes a row): attention_v8_r16 takes head widths 65..128, attention_v2_r8 9..16 not
+// divisible by 8, and so on (DecoderKernels.attentionKernel).
+#define ATTENTION_KERNEL(VEC, RL)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(DECODE_WARPS * 32)                                                \
+    attention_v##VEC##_r##RL(const half* q, int ldq, const half* kCache, const half* vCache,                       \
+                             const int* blockTables, int maxBlocks, const int* querySeq, const int* queryCtx,      \
+                             half* out, float* partialOut, float* partialMaxSum, int* counters,                    \
+                             const unsigned* headMask, int heads, int headDim, float scale) {                      \
+        attention_impl<VEC, RL>(q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq, queryCtx, out,           \
+                                partialOut, partialMaxSum, counters, headMask, heads, headDim, scale);             \
     }
-ATTENTION_KERNEL(attention_v8, 8)
-ATTENTION_KERNEL(attention_v2, 2)
+ATTENTION_KERNEL(8, 1)
+ATTENTION_KERNEL(8, 2)
+ATTENTION_KERNEL(8, 4)
+ATTENTION_KERNEL(8, 8)
+ATTENTION_KERNEL(8, 16)
+ATTENTION_KERNEL(8, 32)
+ATTENTION_KERNEL(2, 1)
+ATTENTION_KERNEL(2, 2)
+ATTENTION_KERNEL(2, 4)
+ATTENTION_KERNEL(2, 8)
+ATTENTION_KERNEL(2, 16)
+ATTENTION_KERNEL(2, 32)
 
 // Prefill attention, tiled (flash-attention style, mma.sync m16n8k16, fp32 softmax and accumulators in registers):
 // one block per (head, tile of up to 64 consecutive query tokens of one sequence), four warps of 16 query rows. K/V

@@ -106,11 +106,7 @@ public final class CudaEngine implements Engine {
         }
     }
 
-    /**
-     * Positions per split of the decode attention: short splits give one sequence's heads enough blocks; with
-     * several sequences there are blocks enough, and longer splits waste fewer threads and merges.
-     */
-    private static final int DECODE_PARTITION = 64, BATCH_DECODE_PARTITION = 256;
+    /** Up to this many tokens a pass runs the split decode attention; longer ones the tiled prefill attention. */
     private static final int MAX_SPLIT_TOKENS = 64;
 
     private final CudaContext cuda;
@@ -119,7 +115,7 @@ public final class CudaEngine implements Engine {
     private final OptConfig config;
     private final Options options;
     private final KvCachePool cache;
-    private final int maxTokens, maxRows, maxBlocks, decodeSplits;
+    private final int maxTokens, maxRows, maxBlocks;
     private final int h, f, p, vocab, heads, headDim;
     private final DeviceMemory scratch, meta, counters;
     private final long x, normed, queries, attended, ffn, headRows, headIn, logits, partialOut, partialMaxSum, ids;
@@ -159,7 +155,7 @@ public final class CudaEngine implements Engine {
         maxTokens = options.maxBatchTokens();
         maxRows = Math.min(options.maxLogitRows(), maxTokens);
         maxBlocks = (config.maxPositionEmbeddings() + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
-        decodeSplits = (config.maxPositionEmbeddings() + DECODE_PARTITION - 1) / DECODE_PARTITION;
+        DecoderKernels.attentionKernel(headDim);  // fails here, with the reason, for heads it does not take
         int splitTokens = Math.min(maxTokens, MAX_SPLIT_TOKENS);
         long wide = Math.max(h, p);
         long[] sizes = {
@@ -171,8 +167,8 @@ public final class CudaEngine implements Engine {
                 4L * maxRows * h,              // headRows: rows whose logits are wanted
                 2L * maxRows * wide,           // headIn
                 4L * maxRows * vocab,          // logits
-                4L * splitTokens * heads * decodeSplits * headDim,
-                8L * splitTokens * heads * decodeSplits,
+                4L * splitTokens * heads * DecoderKernels.MAX_ATTENTION_SPLITS * headDim,
+                8L * splitTokens * heads * DecoderKernels.MAX_ATTENTION_SPLITS,
                 4L * maxRows};                 // ids: next tokens
         long[] at = new long[sizes.length];
         long total = 0;
@@ -199,8 +195,6 @@ public final class CudaEngine implements Engine {
         meta = cuda.alloc(metaBytes, "step metadata");
         hostMeta = pinned(hostMetaPtr, metaBytes);
         hostLogits = pinned(hostLogitsPtr, 4L * maxRows * vocab);
-        int attentionShared = DecoderKernels.attentionSharedBytes(headDim,
-                Math.max(DECODE_PARTITION, roundUp(config.maxPositionEmbeddings(), 32)));
         predictors = sparsity == null ? null : sparsity.create(cuda, kernels, weights);
         if (predictors != null) {
             System.err.printf("[cuda] sparse path: %.1f MiB of predictors and transposed weights%n",
@@ -212,10 +206,6 @@ public final class CudaEngine implements Engine {
         }
         if (DecoderKernels.tiledAttention(headDim)) {
             cuda.allowSharedMemory("attention_prefill", DecoderKernels.prefillAttentionSharedBytes(headDim));
-        }
-        if (attentionShared > 48 * 1024) {
-            cuda.allowSharedMemory("attention_v8", attentionShared);
-            cuda.allowSharedMemory("attention_v2", attentionShared);
         }
         long kvBytes = options.kvCacheBytes() > 0 ? options.kvCacheBytes()
                 : (long) (cuda.freeMemory() * options.kvCacheFraction());
@@ -524,13 +514,12 @@ public final class CudaEngine implements Engine {
     }
 
     private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
-        int t = 0, r = 0, maxCtx = 0, sparseTokens = 0;
+        int t = 0, r = 0, sparseTokens = 0;
         boolean decode = true, allSparse = true;
         for (Piece piece : pieces) {
             piece.sequence().reserve(cache, piece.count());
             t += piece.count();
             r += piece.rows();
-            maxCtx = Math.max(maxCtx, piece.sequence().length() + piece.count());
             decode &= piece.count() == 1 && piece.rows() == 1;
             allSparse &= piece.sparse();
             if (piece.sparse()) sparseTokens += piece.count();
@@ -599,9 +588,7 @@ public final class CudaEngine implements Engine {
                 cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
                 CUgraph captured = new CUgraph();
                 try {
-                    int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
-                    encode(t, s, r, partition, (config.maxPositionEmbeddings() + partition - 1) / partition, 0,
-                            sparse);
+                    encode(t, s, r, kernels.attentionSplits(t, heads, headDim), 0, sparse);
                 } catch (RuntimeException e) {
                     try {
                         cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
@@ -619,10 +606,9 @@ public final class CudaEngine implements Engine {
             }
             cuGraphLaunch(graph, cuda.stream());
         } else if (t <= MAX_SPLIT_TOKENS) {
-            int partition = t == 1 ? DECODE_PARTITION : BATCH_DECODE_PARTITION;
-            encode(t, s, r, partition, (maxCtx + partition - 1) / partition, 0, sparse);
+            encode(t, s, r, kernels.attentionSplits(t, heads, headDim), 0, sparse);
         } else {
-            encode(t, s, r, roundUp(maxCtx, 32), 1, tiles, false);
+            encode(t, s, r, 1, tiles, false);
         }
         if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
 
@@ -670,7 +656,7 @@ public final class CudaEngine implements Engine {
     }
 
     /** Issues one pass's kernels on the stream (also while capturing a graph: no host work in here). */
-    private void encode(int t, int s, int r, int partition, int splits, int tiles, boolean sparse) {
+    private void encode(int t, int s, int r, int splits, int tiles, boolean sparse) {
         long tilesAddr = meta.at(4L * (6 * t + s * maxBlocks + 4 * r));
         long tokens = meta.at(0), positions = meta.at(4L * t), slots = meta.at(8L * t), querySeq = meta.at(12L * t),
                 queryCtx = meta.at(16L * t), rowIndex = meta.at(20L * t), tables = meta.at(24L * t);
@@ -709,7 +695,7 @@ public final class CudaEngine implements Engine {
             } else {
                 kernels.attention(t, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks, querySeq, queryCtx,
                         attended, partialOut, partialMaxSum, counters.address(),
-                        sparseHeads ? predictors.headMask(l) : 0, heads, headDim, partition, splits);
+                        sparseHeads ? predictors.headMask(l) : 0, heads, headDim, splits);
             }
             if (sparseHeads) {
                 kernels.sparseDown(t, 0, 0, attended, predictors.outT[l], layer.outBias(), predictors.outRows(l),
@@ -778,10 +764,6 @@ public final class CudaEngine implements Engine {
         if (layerNorm) kernels.layerNorm(t, x, normed, true, gamma, beta, h);
         else kernels.toHalf((long) t * h, x, normed);
         kernels.linear(t, n, h, normed, h, false, weight, rowIndex, nCount, false, 0, 0, epilogue);
-    }
-
-    private static int roundUp(int v, int to) {
-        return (v + to - 1) / to * to;
     }
 
     private void checkOpen() {

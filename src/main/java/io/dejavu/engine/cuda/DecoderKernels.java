@@ -23,6 +23,7 @@ final class DecoderKernels {
     static final int GEMM_SHARED_BYTES = 3 * (128 + 128) * 72 * 2;
     /** gemm.cuh's GEMM_WGMMA_SHARED_BYTES: 3 stages of 128x64 A and W tiles, and room to align them to 1 KiB. */
     static final int GEMM_WGMMA_SHARED_BYTES = 3 * (128 + 128) * 64 * 2 + 1024;
+    /** decoder.cu's DECODE_WARPS warps. */
     static final int ATTENTION_THREADS = 128;
 
     private final CudaContext cuda;
@@ -176,22 +177,42 @@ final class DecoderKernels {
         }
     }
 
-    static int attentionSharedBytes(int headDim, int partition) {
-        return (headDim + partition + ATTENTION_THREADS * 8) * 4;
+    /** The most parts the decode attention splits a context into (sizes the engine's partial-output buffers). */
+    static final int MAX_ATTENTION_SPLITS = 32;
+
+    /**
+     * Parts to split each (token, head)'s context into: as many as keep every block of the launch resident at once
+     * (one wave), since one sequence's few heads alone would leave most of the GPU idle while their blocks wait on
+     * memory, and a second wave would double the kernel's latency.
+     */
+    int attentionSplits(int tokens, int heads, int headDim) {
+        int resident = cuda.residentBlocks(attentionKernel(headDim), ATTENTION_THREADS, 0);
+        return Math.clamp(resident / ((long) tokens * heads), 1, MAX_ATTENTION_SPLITS);
+    }
+
+    /** The decode attention kernel for a head width: 16-byte rows where it divides by 8, and lanes enough a row. */
+    static String attentionKernel(int headDim) {
+        int vec = headDim % 8 == 0 ? 8 : 2;
+        int lanes = 1;
+        while (lanes * vec < headDim) lanes *= 2;
+        if (lanes > 32) {
+            throw new IllegalArgumentException("the CUDA decode attention takes heads up to " + (32 * vec)
+                    + " wide, got " + headDim);
+        }
+        return "attention_v" + vec + "_r" + lanes;
     }
 
     /**
-     * Attention of each query token over its sequence's cache, split along the sequence into {@code splits} parts
-     * of {@code partition} positions; the last part to finish merges them (counters: one int per (token, head),
-     * zero between launches).
+     * Attention of each query token over its sequence's cache, split along the sequence into {@code splits} equal
+     * parts; the last part to finish merges them (counters: one int per (token, head), zero between launches).
      */
     void attention(int tokens, long q, int ldq, long kCache, long vCache, long blockTables, int maxBlocks,
                    long querySeq, long queryCtx, long out, long partialOut, long partialMaxSum, long counters,
-                   long headMask, int heads, int headDim, int partition, int splits) {
+                   long headMask, int heads, int headDim, int splits) {
         float scale = (float) (1.0 / Math.sqrt(headDim));
-        cuda.launch(headDim % 8 == 0 ? "attention_v8" : "attention_v2", heads, tokens, splits, ATTENTION_THREADS,
-                attentionSharedBytes(headDim, partition), q, ldq, kCache, vCache, blockTables, maxBlocks, querySeq,
-                queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads, headDim, scale, partition);
+        cuda.launch(attentionKernel(headDim), heads, tokens, splits, ATTENTION_THREADS, 0, q, ldq, kCache, vCache,
+                blockTables, maxBlocks, querySeq, queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads,
+                headDim, scale);
     }
 
     /** sparse.cuh's SELECT_MAX_EXPANDED_ITEMS: items that may be expanded to several rows (heads). */
