@@ -43,3 +43,26 @@ __device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int row
     if (e.outF32) e.outF32[at] = v;
     else e.outF16[at] = __float2half_rn(v);
 }
+
+// Four consecutive columns n..n+3 of row m (n % 4 == 0): 16-byte loads and stores for an fp32 output with dense
+// columns (out_proj's and fc2's residual add), else four epilogue_store calls.
+__device__ __forceinline__ void epilogue_store4(const Epilogue& e, int m, int n, const float (&v)[4]) {
+    if (e.kCache || e.outIndex || e.biasIndex || !e.outF32 || e.ld % 4 != 0) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) epilogue_store(e, m, n + j, v[j]);
+        return;
+    }
+    float4 r = make_float4(v[0], v[1], v[2], v[3]);
+    if (e.bias) {
+        const half2* b = reinterpret_cast<const half2*>(e.bias + n);
+        const float2 lo = __half22float2(b[0]), hi = __half22float2(b[1]);
+        r.x += lo.x; r.y += lo.y; r.z += hi.x; r.w += hi.y;
+    }
+    if (e.relu) { r.x = fmaxf(r.x, 0.f); r.y = fmaxf(r.y, 0.f); r.z = fmaxf(r.z, 0.f); r.w = fmaxf(r.w, 0.f); }
+    const size_t at = (size_t)m * e.ld + n;
+    if (e.residual) {
+        const float4 res = *reinterpret_cast<const float4*>(e.residual + at);
+        r.x += res.x; r.y += res.y; r.z += res.z; r.w += res.w;
+    }
+    *reinterpret_cast<float4*>(e.outF32 + at) = r;
+}

@@ -272,26 +272,32 @@ gemm_f16_wgmma(const half* __restrict__ A, const half* __restrict__ W, const int
 }
 
 // The split-K GEMM's epilogue: out[m][n] = epilogue(sum over z of partial[z][m][n]), in a fixed order so that the
-// result does not depend on timing. Reads splits*M*N*4 bytes, 16 at a time where N allows.
+// result does not depend on timing. Reads splits*M*N*4 bytes (up to 4 splits, DecoderKernels.kSplits), 16 at a time
+// where N allows, every split's load issued before the first add; the fp32 residual epilogue of out_proj and fc2
+// reads and writes 16 bytes at a time too.
 extern "C" __global__ void gemm_splitk_reduce(const float* __restrict__ partial, int splits, int M, int N,
                                               Epilogue e) {
     pdl_wait_and_release();
     const size_t total = (size_t)M * N, stride = (size_t)gridDim.x * blockDim.x;
     const int vec = N % 4 == 0 ? 4 : 1;
     for (size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * vec; i < total; i += stride * vec) {
-        float v[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int z = 0; z < splits; z++) {
-            const float* p = partial + z * total + i;
-            if (vec == 4) {
-                float4 f = *reinterpret_cast<const float4*>(p);
-                v[0] += f.x; v[1] += f.y; v[2] += f.z; v[3] += f.w;
-            } else {
-                v[0] += *p;
-            }
-        }
-        int m = (int)(i / N), n = (int)(i % N);
+        float4 part[4];
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-            if (j < vec) epilogue_store(e, m, n + j, v[j]);
+        for (int z = 0; z < 4; z++) {
+            const float* p = partial + z * total + i;
+            part[z] = z >= splits ? make_float4(0.f, 0.f, 0.f, 0.f)
+                      : vec == 4 ? *reinterpret_cast<const float4*>(p) : make_float4(*p, 0.f, 0.f, 0.f);
+        }
+        float v[4];
+        v[0] = ((part[0].x + part[1].x) + part[2].x) + part[3].x;
+        v[1] = ((part[0].y + part[1].y) + part[2].y) + part[3].y;
+        v[2] = ((part[0].z + part[1].z) + part[2].z) + part[3].z;
+        v[3] = ((part[0].w + part[1].w) + part[2].w) + part[3].w;
+        const int m = (int)(i / N), n = (int)(i % N);
+        if (vec == 4) {
+            epilogue_store4(e, m, n, v);
+        } else {
+            epilogue_store(e, m, n, v[0]);
+        }
     }
 }
