@@ -66,3 +66,39 @@ __device__ __forceinline__ void epilogue_store4(const Epilogue& e, int m, int n,
     }
     *reinterpret_cast<float4*>(e.outF32 + at) = r;
 }
+
+// Two consecutive columns n, n+1 of row m (n even, n + 1 < N): one 4- or 8-byte store where the output is dense,
+// which is how the GEMM's accumulators lie (pairs of adjacent columns per lane).
+__device__ __forceinline__ void epilogue_store2(const Epilogue& e, int m, int n, float v0, float v1) {
+    if (e.outIndex || e.biasIndex || (e.ld & 1)) {
+        epilogue_store(e, m, n, v0);
+        epilogue_store(e, m, n + 1, v1);
+        return;
+    }
+    if (e.bias) {
+        const float2 b = __half22float2(*reinterpret_cast<const half2*>(e.bias + n));
+        v0 += b.x;
+        v1 += b.y;
+    }
+    if (e.relu) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
+    const half2 packed = __floats2half2_rn(v0, v1);
+    if (e.kCache) {  // an even column pair never straddles a head (even head width) nor q/k/v (even hidden)
+        if (n < e.hidden) { *reinterpret_cast<half2*>(e.outF16 + (size_t)m * e.ld + n) = packed; return; }
+        const int slot = e.slots[m];
+        if (slot < 0) return;
+        const int which = n / e.hidden, w = n - which * e.hidden;
+        const int head = w / e.headDim, d = w - head * e.headDim;
+        const size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
+                * e.headDim + d;
+        *reinterpret_cast<half2*>((which == 1 ? e.kCache : e.vCache) + idx) = packed;
+        return;
+    }
+    const size_t at = (size_t)m * e.ld + n;
+    if (e.residual) {
+        const float2 r = *reinterpret_cast<const float2*>(e.residual + at);
+        v0 += r.x;
+        v1 += r.y;
+    }
+    if (e.outF32) *reinterpret_cast<float2*>(e.outF32 + at) = make_float2(v0, v1);
+    else *reinterpret_cast<half2*>(e.outF16 + at) = e.residual ? __floats2half2_rn(v0, v1) : packed;
+}

@@ -254,11 +254,19 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const half* __restrict__ A, con
     // (row lane/4, columns 2*(lane%4) + 0/1) and the same 8 rows further down.
     const int lane = tid & 31, row0 = bm + group * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2);
 #pragma unroll
-    for (int c = 0; c < 64; c++) {
-        int m = row0 + ((c & 2) ? 8 : 0), n = bn + (c >> 2) * 8 + (lane & 3) * 2 + (c & 1);
+    for (int c = 0; c < 64; c += 2) {  // registers c, c+1: columns n, n+1 of one row
+        int m = row0 + ((c & 2) ? 8 : 0), n = bn + (c >> 2) * 8 + (lane & 3) * 2;
         if (m >= M || n >= N) continue;
-        if (partial) partial[((size_t)blockIdx.z * M + m) * N + n] = acc[c];
-        else epilogue_store(e, m, n, acc[c]);
+        if (n + 1 < N && N % 2 == 0) {
+            if (partial) *reinterpret_cast<float2*>(partial + ((size_t)blockIdx.z * M + m) * N + n) =
+                    make_float2(acc[c], acc[c + 1]);
+            else epilogue_store2(e, m, n, acc[c], acc[c + 1]);
+        } else {
+            for (int j = 0; j < 2 && n + j < N; j++) {
+                if (partial) partial[((size_t)blockIdx.z * M + m) * N + n + j] = acc[c + j];
+                else epilogue_store(e, m, n + j, acc[c + j]);
+            }
+        }
     }
 #endif
 }
