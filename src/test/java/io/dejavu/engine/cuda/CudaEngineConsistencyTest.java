@@ -5,6 +5,8 @@ import io.dejavu.engine.Step;
 import io.dejavu.model.OptConfig;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -15,15 +17,20 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * The engine's independent paths agree on a random model with a realistic head width (64): the tiled tensor-core
- * prefill attention against the split decode attention (the same prompt fed in passes of at most 64 tokens), the
+ * The engine's independent paths agree on a random model with a realistic head width (64, and 128 for the
+ * attention): the tiled tensor-core prefill attention against the split decode attention (the same prompt fed in
+ * passes of at most 64 tokens), the
  * Hopper prefill GEMM against the wmma one, and
  * a batch of 16 sequences decoded together (GEMV over 16 tokens, LayerNorm kernel, one graph) against each alone
  * (one-token GEMV with the LayerNorm fused, its own graph).
  */
 class CudaEngineConsistencyTest {
-    static final OptConfig SHAPE = new OptConfig(256, 4, 4, 1024, 1000, 512, 256, true, true, true, false, "relu",
-            true, 2, 2, 1);
+    static final OptConfig SHAPE = shape(4);
+
+    /** Hidden 256 in {@code heads} heads: 64 wide at 4 (opt-mini, opt-1.3b), 128 at 2 (opt-6.7b and larger). */
+    private static OptConfig shape(int heads) {
+        return new OptConfig(256, 4, heads, 1024, 1000, 512, 256, true, true, true, false, "relu", true, 2, 2, 1);
+    }
 
     @BeforeEach
     void cuda() {
@@ -35,7 +42,11 @@ class CudaEngineConsistencyTest {
     }
 
     private static CudaEngine engine(CudaEngine.Options options) {
-        return CudaEngine.random(SHAPE, options.withKvCacheBytes(64L << 20).withPoison(true), 7);
+        return engine(SHAPE, options);
+    }
+
+    private static CudaEngine engine(OptConfig shape, CudaEngine.Options options) {
+        return CudaEngine.random(shape, options.withKvCacheBytes(64L << 20).withPoison(true), 7);
     }
 
     private static int[] tokens(int n, int seed) {
@@ -45,15 +56,19 @@ class CudaEngineConsistencyTest {
         return t;
     }
 
-    @Test
-    void tiledPrefillAttentionEqualsSplitDecodeAttention() {
+    @ParameterizedTest(name = "{0} heads of hidden 256")
+    @ValueSource(ints = {4, 2})
+    void tiledPrefillAttentionEqualsSplitDecodeAttention(int heads) {
+        OptConfig shape = shape(heads);
         int[] prompt = tokens(300, 1);
         float[][] tiled, split;
-        try (CudaEngine engine = engine(2048); Sequence seq = engine.newSequence()) {
+        try (CudaEngine engine = engine(shape, CudaEngine.Options.defaults().withMaxBatchTokens(2048));
+             Sequence seq = engine.newSequence()) {
             engine.forward(List.of(Step.last(seq, java.util.Arrays.copyOf(prompt, 37))));  // a tile not at position 0
             tiled = engine.forward(List.of(new Step(seq, java.util.Arrays.copyOfRange(prompt, 37, 300), true))).get(0);
         }
-        try (CudaEngine engine = engine(64); Sequence seq = engine.newSequence()) {
+        try (CudaEngine engine = engine(shape, CudaEngine.Options.defaults().withMaxBatchTokens(64));
+             Sequence seq = engine.newSequence()) {
             engine.forward(List.of(Step.last(seq, java.util.Arrays.copyOf(prompt, 37))));
             split = engine.forward(List.of(new Step(seq, java.util.Arrays.copyOfRange(prompt, 37, 300), true))).get(0);
         }
