@@ -471,9 +471,14 @@ __device__ __forceinline__ void unpack(typename Vec<VEC>::T raw, float* out) {
 
 // The last split of a (query, head) to finish merges all splits' partial outputs (no second kernel): each split
 // publishes its partials, then counts itself in; the one that completes the count merges and resets the counter.
+// The merge reads every split's (max, sum), one thread each, and every split's partial output in one unrolled loop,
+// so that its loads go out together: read one split after another, they were a dependent chain of L2 round trips
+// (splits <= 32 = DecoderKernels.MAX_ATTENTION_SPLITS).
+#define MAX_SPLITS 32
 __device__ void merge_splits(const float* partialOut, const float* partialMaxSum, int* counters, half* out, int t,
                              int head, int heads, int headDim, int splits) {
     __shared__ bool last;
+    __shared__ float weight[MAX_SPLITS], total;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -485,18 +490,25 @@ __device__ void merge_splits(const float* partialOut, const float* partialMaxSum
     if (!last) return;
     __threadfence();
     const size_t base = ((size_t)t * heads + head) * splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldcg(partialMaxSum + 2 * (base + s)));
+    if (threadIdx.x < 32) {
+        const bool mine = threadIdx.x < splits;
+        const float m = mine ? __ldcg(partialMaxSum + 2 * (base + threadIdx.x)) : -INFINITY;
+        const float l = mine ? __ldcg(partialMaxSum + 2 * (base + threadIdx.x) + 1) : 0.f;
+        const float mx = warp_max(m);  // some split has a position: the context is not empty
+        const float w = m == -INFINITY ? 0.f : __expf(m - mx);
+        const float sum = warp_sum(w * l);
+        weight[threadIdx.x] = w;
+        if (threadIdx.x == 0) total = sum;
+    }
+    __syncthreads();
     for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
-        float o = 0.f, sum = 0.f;
-        for (int s = 0; s < splits; s++) {
-            float m = __ldcg(partialMaxSum + 2 * (base + s));
-            if (m == -INFINITY) continue;
-            float w = __expf(m - mx);
-            o += w * __ldcg(partialOut + (base + s) * headDim + d);
-            sum += w * __ldcg(partialMaxSum + 2 * (base + s) + 1);
-        }
-        out[(size_t)t * heads * headDim + head * headDim + d] = __float2half_rn(o / sum);
+        float part[MAX_SPLITS];
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) part[s] = s < splits ? __ldcg(partialOut + (base + s) * headDim + d) : 0.f;
+        float o = 0.f;
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) o += weight[s] * part[s];
+        out[(size_t)t * heads * headDim + head * headDim + d] = __float2half_rn(o / total);
     }
 }
 
