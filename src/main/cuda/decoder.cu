@@ -144,6 +144,7 @@ extern "C" __global__ void gather_rows_f32(const float* __restrict__ x, const in
 // weight rows, and nCount (null = N) reads how many from the device, so that a step captured once in a graph serves
 // any selection: the sparse attention's Q rows of the selected heads (Epilogue.outIndex puts each where it belongs).
 #define GEMV_WARPS 8
+#define LN_QUADS 5  // 4-element pieces of a row each thread keeps in registers: rows up to 5120 wide (opt-13b)
 
 template <typename TIn, int MT, int R, int U>
 __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict__ W, const int* __restrict__ rowIndex,
@@ -187,7 +188,73 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
     loadWeights(wCur, wRow, 0, true);
     if (!gathered) pdl_wait_and_release();
 
-    if (layerNorm) {  // row statistics, two passes, all threads over 4-element pieces
+    // One token whose row fits in registers (K <= 5120 with 256 threads): read it once and keep it there for both
+    // statistics and the normalised staging. The general path below reads it three times from L2, and the whole
+    // block waits on each read before its first product. Same additions in the same order as the general path.
+    bool staged = false;
+    if constexpr (MT == 1) {
+        if (layerNorm && kChunk >= K && K <= (int)blockDim.x * 4 * LN_QUADS) {
+            __shared__ float red1[GEMV_WARPS];
+            float v[LN_QUADS][4];
+            float part = 0.f;
+#pragma unroll
+            for (int q = 0; q < LN_QUADS; q++) {
+                const int k = (threadIdx.x + q * blockDim.x) * 4;
+                if (k < K) {
+                    load4(x + (size_t)m0 * ldx + k, v[q]);
+                    part += (v[q][0] + v[q][1]) + (v[q][2] + v[q][3]);
+                }
+            }
+            part = warp_sum(part);
+            if (lane == 0) red1[warp] = part;
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float t = 0.f;
+                for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
+                mean[0] = t / K;
+            }
+            __syncthreads();
+            const float mu = mean[0];
+            part = 0.f;
+#pragma unroll
+            for (int q = 0; q < LN_QUADS; q++) {
+                if ((threadIdx.x + q * blockDim.x) * 4 < K) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) { float d = v[q][j] - mu; part += d * d; }
+                }
+            }
+            part = warp_sum(part);
+            if (lane == 0) red1[warp] = part;  // thread 0 read the sums before the barrier above
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float t = 0.f;
+                for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
+                rstd[0] = rsqrtf(t / K + 1e-5f);
+            }
+            __syncthreads();
+            const float rs = rstd[0];
+#pragma unroll
+            for (int q = 0; q < LN_QUADS; q++) {
+                const int k = (threadIdx.x + q * blockDim.x) * 4;
+                if (k < K) {
+                    float o[4];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        o[j] = (v[q][j] - mu) * rs;
+                        if (lnGamma) o[j] = o[j] * __half2float(lnGamma[k + j]) + __half2float(lnBeta[k + j]);
+                    }
+                    half2 lo = __floats2half2_rn(o[0], o[1]), hi = __floats2half2_rn(o[2], o[3]);
+                    uint2 packed;
+                    packed.x = *reinterpret_cast<unsigned*>(&lo);
+                    packed.y = *reinterpret_cast<unsigned*>(&hi);
+                    *reinterpret_cast<uint2*>(xs + k) = packed;
+                }
+            }
+            staged = true;
+        }
+    }
+
+    if (layerNorm && !staged) {  // row statistics, two passes, all threads over 4-element pieces
         __shared__ float red[GEMV_WARPS][MT];
         float part[MT];
 #pragma unroll
@@ -283,7 +350,7 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
         // All of K fits in shared memory: stage (and normalise) the inputs once, then stream row groups
         // blockIdx.x, +gridDim.x, ... (the host sizes the grid to the blocks that fit at once), loading the next
         // group's first weights while the current group finishes.
-        stage(0, K);
+        if (!staged) stage(0, K);
         __syncthreads();
         const int groups = (N + GEMV_WARPS * R - 1) / (GEMV_WARPS * R);
         int base = rowBase;
