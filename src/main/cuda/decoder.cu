@@ -579,7 +579,7 @@ __device__ void merge_splits(const float* partialOut, const float* partialMaxSum
     }
 }
 
-// Online-softmax state (running max m, sum l, unnormalised output o) of `other` folded into this one.
+// Folds one online-softmax state (running max m2, sum l2, unnormalised output o2) into another (m, l, o).
 template <int VEC>
 __device__ __forceinline__ void softmax_fold(float& m, float& l, float (&o)[VEC], float m2, float l2,
                                              const float (&o2)[VEC]) {
