@@ -61,6 +61,7 @@ public final class CpuEngine implements Engine {
     private final Layer[] layers;
     private final OptWeights weights;
     private final WorkerPool pool;
+    private final KvBlockPool kvBlocks;
     private final Linear.Scratch linearScratch;
     /** Per thread: one head's attention scores. */
     private final float[][] scoreScratch;
@@ -124,6 +125,7 @@ public final class CpuEngine implements Engine {
                     new Linear(l.fc1Weight(), l.fc1Bias()), new Linear(l.fc2Weight(), l.fc2Bias()));
         }
         pool = new WorkerPool(threads);
+        kvBlocks = new KvBlockPool(layers.length, CpuSequence.BLOCK_POSITIONS * hidden);
         // Up to three linears a call: q, k and v.
         linearScratch = new Linear.Scratch(threads, 3, linears());
         scoreScratch = new float[threads][config.maxPositionEmbeddings()];
@@ -158,10 +160,15 @@ public final class CpuEngine implements Engine {
         return "cpu";
     }
 
+    /** Free KV cache blocks kept for the next sequences (tests). */
+    int freeKvBlocks() {
+        return kvBlocks.freeBlocks();
+    }
+
     @Override
     public Sequence newSequence() {
         checkOpen();
-        return new CpuSequence(this, layers.length, hidden, config.maxPositionEmbeddings());
+        return new CpuSequence(this, kvBlocks, config.maxPositionEmbeddings());
     }
 
     /**

@@ -8,24 +8,23 @@ import java.util.List;
 /**
  * A sequence's KV cache on the Java heap. It grows in blocks of {@link #BLOCK_POSITIONS} positions, each block holding
  * every layer's keys (or values) laid out [head][position in block][head dim], so that one head's keys are contiguous
- * for the attention loop and nothing is copied as the cache grows.
+ * for the attention loop and nothing is copied as the cache grows. Blocks come from the engine's {@link KvBlockPool}
+ * and go back to it when the sequence is closed.
  */
 final class CpuSequence implements Sequence {
     static final int BLOCK_POSITIONS = 64;
 
     private final CpuEngine engine;
-    private final int layers;
-    private final int blockSize;
+    private final KvBlockPool blocks;
     private final int maxPositions;
     private final List<float[][]> keyBlocks = new ArrayList<>();
     private final List<float[][]> valueBlocks = new ArrayList<>();
     private int length;
     private boolean closed;
 
-    CpuSequence(CpuEngine engine, int layers, int hiddenSize, int maxPositions) {
+    CpuSequence(CpuEngine engine, KvBlockPool blocks, int maxPositions) {
         this.engine = engine;
-        this.layers = layers;
-        this.blockSize = BLOCK_POSITIONS * hiddenSize;
+        this.blocks = blocks;
         this.maxPositions = maxPositions;
     }
 
@@ -51,8 +50,8 @@ final class CpuSequence implements Sequence {
                     + " more: the model's max_position_embeddings is " + maxPositions);
         }
         while (keyBlocks.size() * BLOCK_POSITIONS < needed) {
-            keyBlocks.add(new float[layers][blockSize]);
-            valueBlocks.add(new float[layers][blockSize]);
+            keyBlocks.add(blocks.take());
+            valueBlocks.add(blocks.take());
         }
     }
 
@@ -71,7 +70,10 @@ final class CpuSequence implements Sequence {
 
     @Override
     public void close() {
+        if (closed) return;
         closed = true;
+        blocks.giveBack(keyBlocks);
+        blocks.giveBack(valueBlocks);
         keyBlocks.clear();
         valueBlocks.clear();
     }

@@ -7,6 +7,7 @@ import org.junit.jupiter.api.Test;
 
 import java.util.List;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -38,6 +39,34 @@ class CpuEngineLimitsTest {
             assertTrue(e.getMessage().contains("outside the vocabulary"), e.getMessage());
             s.close();
             assertThrows(IllegalStateException.class, () -> engine.forward(List.of(Step.last(s, 5))));
+        }
+    }
+
+    /**
+     * A closed sequence's KV blocks go to the next sequence, still holding its keys and values: the next sequence's
+     * logits must equal those of an engine that never ran anything.
+     */
+    @Test
+    void reusedKvBlocksGiveTheSameLogitsAsFreshOnes() {
+        int[] first = {2, 100, 200, 300, 400, 500, 600, 700}, second = {2, 9, 8, 7};
+        try (OptModel model = OptModel.load(GoldenReference.shared().resolve("golden/opt-tiny-preln"));
+             CpuEngine fresh = new CpuEngine(model, 1); CpuEngine reused = new CpuEngine(model, 1)) {
+            float[] expected;
+            try (Sequence s = fresh.newSequence()) {
+                fresh.forward(List.of(Step.last(s, second)));
+                expected = fresh.forward(List.of(Step.last(s, 11))).get(0)[0];
+            }
+            try (Sequence s = reused.newSequence()) {
+                reused.forward(List.of(Step.last(s, first)));
+            }
+            assertEquals(2, reused.freeKvBlocks());  // one block of keys and one of values, back in the pool
+            float[] got;
+            try (Sequence s = reused.newSequence()) {
+                reused.forward(List.of(Step.last(s, second)));
+                assertEquals(0, reused.freeKvBlocks());
+                got = reused.forward(List.of(Step.last(s, 11))).get(0)[0];
+            }
+            assertArrayEquals(expected, got);
         }
     }
 
