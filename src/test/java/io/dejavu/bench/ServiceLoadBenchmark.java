@@ -49,7 +49,7 @@ import java.util.concurrent.TimeUnit;
  *     io.dejavu.bench.ServiceLoadBenchmark [model-dir] [streams] [max-tokens] [prefill-chunk-tokens]
  * </pre>
  * Defaults: ../shared/models/opt-mini, 64 streams, 48 tokens each, prefill_chunk_tokens 128 (the server's default).
- * Bounded: at most 12 warm-up rounds (until the JIT settles), the engine alone for as many steps as tokens, one
+ * Bounded: at most 30 warm-up rounds (until the JIT settles), the engine alone for as many steps as tokens, one
  * measured round; each round is given at most 10 minutes.
  */
 public final class ServiceLoadBenchmark {
@@ -63,7 +63,7 @@ public final class ServiceLoadBenchmark {
             "A dictionary is a collection of key-value pairs. To create one,",
             "The Debian package management system keeps track of");
 
-    private static final int MAX_WARM_UP_ROUNDS = 12;
+    private static final int MAX_WARM_UP_ROUNDS = 30;
     /** The share of the machine's CPU that JIT compilation may still take in a warm-up round for it to be the last. */
     private static final double SETTLED_JIT_SHARE = 0.02;
 
@@ -96,7 +96,7 @@ public final class ServiceLoadBenchmark {
         Vertx vertx = Vertx.vertx();
         WebSocketClient client = vertx.createWebSocketClient(new WebSocketClientOptions().setMaxConnections(2 * streams));
         try {
-            warmUp(client, port, streams);
+            warmUp(client, port, streams, maxTokens);
             System.err.println("load: the engine alone, same prompts, batch " + streams + ", " + maxTokens + " steps");
             List<Double> alone = engineAlone(model, streams, maxTokens);
             System.err.println("load: measured round");
@@ -123,19 +123,21 @@ public final class ServiceLoadBenchmark {
     }
 
     /**
-     * Unmeasured rounds until the JIT compilers are nearly idle: the delivery path (Vert.x, Netty, Jackson, on both
-     * ends) takes thousands of messages to be compiled, and a round during which the compilers still work gives
-     * them a fifth of two cores, taken from the engine. That is the start of a server's life, not its steady state.
+     * Unmeasured rounds like the measured one, until the JIT compilers are nearly idle: the delivery path (Vert.x,
+     * Netty, Jackson, on both ends) takes thousands of messages to be compiled, and a round during which the
+     * compilers still work gives them a fifth of two cores, taken from the engine. That is the start of a server's
+     * life, not its steady state. Rounds as long as the measured one, because shorter ones leave the paths of later
+     * positions (a second KV block, longer attention loops) to be compiled during the measurement.
      */
-    private static void warmUp(WebSocketClient client, int port, int streams) throws Exception {
+    private static void warmUp(WebSocketClient client, int port, int streams, int maxTokens) throws Exception {
         int cores = Runtime.getRuntime().availableProcessors();
         for (int r = 1; r <= MAX_WARM_UP_ROUNDS; r++) {
             double jit = jitSeconds();
             long start = System.nanoTime();
-            round(client, port, streams, 16);
+            round(client, port, streams, maxTokens);
             double share = (jitSeconds() - jit) / ((System.nanoTime() - start) / 1e9 * cores);
-            System.err.printf(Locale.ROOT, "load: warm-up round %d (%d streams x 16 tokens): JIT compilation took %.0f%% "
-                    + "of the CPU%n", r, streams, 100 * share);
+            System.err.printf(Locale.ROOT, "load: warm-up round %d (%d streams x %d tokens): JIT compilation took %.0f%% "
+                    + "of the CPU%n", r, streams, maxTokens, 100 * share);
             if (share < SETTLED_JIT_SHARE) return;
         }
     }
