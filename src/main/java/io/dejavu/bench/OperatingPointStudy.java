@@ -23,8 +23,9 @@ import java.util.Map;
 import java.util.stream.IntStream;
 
 /**
- * Per-layer MLP operating points measured on the calibration text's validation windows (every tenth window of 511
- * tokens, as the calibrator splits; never the dev text), for docs/SPARSITY.md's "Per-layer operating points":
+ * Per-layer MLP operating points measured on the calibration text's validation windows (every tenth of the
+ * calibrator's windows of 511 text tokens, each taken here without its last text token; never the dev text), for
+ * docs/SPARSITY.md's "Per-layer operating points":
  * <ul>
  * <li>per layer and level R, the score threshold that keeps a share R of the active neurons (count recall, as the
  * calibrator) and the one that keeps a share R of their activation mass (fc1 output x the norm of its fc2 column),
