@@ -54,6 +54,10 @@ public final class ServeCommand implements Callable<Integer> {
     String maxOutputTokens;
     @Option(names = "--prefill-chunk-tokens", paramLabel = "N", description = "most prompt tokens prefilled per engine step")
     String prefillChunkTokens;
+    @Option(names = "--max-num-batched-tokens", paramLabel = "N",
+            description = "most tokens per engine step, decode rows and prompt chunks together; 0 = max batch size + "
+                    + "prefill chunk")
+    String maxNumBatchedTokens;
     @Option(names = "--sparsity", paramLabel = "auto|dense|DIR",
             description = "sparsity predictors: auto (MODEL_DIR/dejavu when present), dense (none) or a directory")
     String sparsity;

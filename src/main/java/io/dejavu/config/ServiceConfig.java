@@ -29,6 +29,9 @@ import java.util.Map;
  * @param maxOutputTokens      largest max_tokens accepted; also the default for chat
  * @param prefillChunkTokens   most prompt tokens prefilled in one engine step, so a long prompt does not stall the
  *                             tokens of the running sequences
+ * @param maxNumBatchedTokens  most tokens in one engine step, decode rows and prompt chunks together (vLLM's name):
+ *                             prompt chunks get what the decode rows leave, so a step of a full batch grows by at
+ *                             most this less max_batch_size tokens; at least maxBatchSize, so prompts always advance
  * @param sparsity             where the contextual-sparsity predictors come from: "auto" (MODEL_DIR/dejavu when it
  *                             holds them, else none), "dense" (none), or a predictors directory (must load)
  * @param sparseDefault        whether requests that do not say "sparse" run sparse (when predictors are loaded)
@@ -44,15 +47,15 @@ import java.util.Map;
  */
 public record ServiceConfig(Path model, String backend, String host, int port, int httpInstances, int maxBatchSize,
                             int queueLimit, int maxPromptTokens, int maxOutputTokens, int prefillChunkTokens,
-                            String sparsity, boolean sparseDefault, List<Integer> sparseMlpK,
+                            int maxNumBatchedTokens, String sparsity, boolean sparseDefault, List<Integer> sparseMlpK,
                             List<Integer> sparseHeadsKeep, List<String> apiKeys, List<String> corsOrigins, int maxBodyBytes,
                             int maxFrameBytes, Path webroot, int shutdownGraceSeconds) {
 
     /** These settings with the model, webroot and sparsity paths resolved as the server finds them. */
     public ServiceConfig withPaths(Path model, Path webroot, String sparsity) {
         return new ServiceConfig(model, backend, host, port, httpInstances, maxBatchSize, queueLimit, maxPromptTokens,
-                maxOutputTokens, prefillChunkTokens, sparsity, sparseDefault, sparseMlpK, sparseHeadsKeep, apiKeys,
-                corsOrigins, maxBodyBytes, maxFrameBytes, webroot, shutdownGraceSeconds);
+                maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault, sparseMlpK,
+                sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot, shutdownGraceSeconds);
     }
 
     /** Where the server looks for its config file when none is given, relative to the working directory. */
@@ -79,6 +82,7 @@ public record ServiceConfig(Path model, String backend, String host, int port, i
         d.put("max_prompt_tokens", 768);
         d.put("max_output_tokens", 256);
         d.put("prefill_chunk_tokens", 128);
+        d.put("max_num_batched_tokens", 0);
         d.put("sparsity", "auto");
         d.put("sparse_default", false);
         d.put("sparse_mlp_k", List.of());
@@ -161,11 +165,21 @@ public record ServiceConfig(Path model, String backend, String host, int port, i
             if (!BACKENDS.contains(backend)) throw bad("backend", "must be one of " + BACKENDS);
             String sparsity = string("sparsity");
             int maxPromptTokens = integer("max_prompt_tokens", 2, Integer.MAX_VALUE);
+            int maxBatchSize = integer("max_batch_size", 1, 4096);
+            int prefillChunkTokens = integer("prefill_chunk_tokens", 1, Integer.MAX_VALUE);
+            int maxNumBatchedTokens = integer("max_num_batched_tokens", 0, Integer.MAX_VALUE);
+            if (maxNumBatchedTokens == 0) {
+                maxNumBatchedTokens = (int) Math.min(Integer.MAX_VALUE, (long) maxBatchSize + prefillChunkTokens);
+            } else if (maxNumBatchedTokens < maxBatchSize) {
+                throw bad("max_num_batched_tokens", "must be 0 (max_batch_size + prefill_chunk_tokens) or at least "
+                        + "max_batch_size (" + maxBatchSize + "), so that a prompt advances beside a full batch; got "
+                        + maxNumBatchedTokens);
+            }
             return new ServiceConfig(Path.of(string("model")), backend, string("host"), integer("port", 0, 65535),
-                    integer("http_instances", 0, 1024), integer("max_batch_size", 1, 4096),
+                    integer("http_instances", 0, 1024), maxBatchSize,
                     integer("queue_limit", 0, 1_000_000), maxPromptTokens,
-                    integer("max_output_tokens", 1, Integer.MAX_VALUE),
-                    integer("prefill_chunk_tokens", 1, Integer.MAX_VALUE), sparsity, bool("sparse_default"),
+                    integer("max_output_tokens", 1, Integer.MAX_VALUE), prefillChunkTokens, maxNumBatchedTokens,
+                    sparsity, bool("sparse_default"),
                     integers("sparse_mlp_k"), integers("sparse_heads_keep"), list("api_keys"),
                     list("cors_origins"), integer("max_body_bytes", 1024, Integer.MAX_VALUE),
                     integer("max_frame_bytes", 1024, Integer.MAX_VALUE), Path.of(string("webroot")),

@@ -25,8 +25,9 @@ import java.util.stream.IntStream;
 /**
  * Continuous batching over one engine, on the engine's own thread. Every iteration retires cancelled requests,
  * admits waiting ones into free batch slots, and runs ONE engine forward pass holding a decode step for every
- * running sequence plus prompt chunks of the sequences still prefilling (at most prefillChunkTokens prompt tokens
- * per pass in all, so that a long prompt does not stall the others' next token). Finished sequences are retired and
+ * running sequence plus prompt chunks of the sequences still prefilling: at most prefillChunkTokens prompt tokens,
+ * and at most what the decode rows leave of maxNumBatchedTokens, so that prompts do not stall the others' next token
+ * (a step's time grows with its tokens; on a compute-bound engine, linearly). Finished sequences are retired and
  * their KV caches freed at once. Requests beyond the waiting queue's limit are refused at submission.
  *
  * <p>{@link #submit} and {@link #cancel} may be called from any thread; everything else runs on the engine thread,
@@ -44,6 +45,7 @@ public final class BatchScheduler {
     private final Tokenizer tokenizer;
     private final int maxBatchSize;
     private final int prefillChunkTokens;
+    private final int maxNumBatchedTokens;
     private final Consumer<GenerationEvent> events;
     private final ServiceMetrics metrics;
     private final LinkedBlockingQueue<Active> waiting;
@@ -56,15 +58,21 @@ public final class BatchScheduler {
     private long lastForwardEnd;
 
     /**
-     * @param engine taken over: the scheduler closes it when it stops
-     * @param events receives every event, on the engine thread; must not block
+     * @param engine              taken over: the scheduler closes it when it stops
+     * @param maxNumBatchedTokens at least maxBatchSize, so that a prompt advances beside a full batch
+     * @param events              receives every event, on the engine thread; must not block
      */
     public BatchScheduler(Engine engine, Tokenizer tokenizer, int maxBatchSize, int queueLimit, int prefillChunkTokens,
-                          Consumer<GenerationEvent> events, ServiceMetrics metrics) {
+                          int maxNumBatchedTokens, Consumer<GenerationEvent> events, ServiceMetrics metrics) {
+        if (maxNumBatchedTokens < maxBatchSize) {
+            throw new IllegalArgumentException("max_num_batched_tokens (" + maxNumBatchedTokens
+                    + ") must be at least max_batch_size (" + maxBatchSize + ")");
+        }
         this.engine = engine;
         this.tokenizer = tokenizer;
         this.maxBatchSize = maxBatchSize;
         this.prefillChunkTokens = prefillChunkTokens;
+        this.maxNumBatchedTokens = maxNumBatchedTokens;
         this.events = events;
         this.metrics = metrics;
         this.waiting = new LinkedBlockingQueue<>(queueLimit);
@@ -242,7 +250,9 @@ public final class BatchScheduler {
     private void step() {
         List<Step> steps = new ArrayList<>(running.size());
         List<Active> members = new ArrayList<>(running.size());
-        int prefillBudget = prefillChunkTokens;
+        int decodeRows = 0;
+        for (Active entry : running) if (entry.prefilled == entry.request.promptIds().length) decodeRows++;
+        int prefillBudget = Math.min(prefillChunkTokens, maxNumBatchedTokens - decodeRows);
         for (Active entry : running) {
             int[] prompt = entry.request.promptIds();
             if (entry.prefilled < prompt.length) {

@@ -60,7 +60,7 @@ final class InferenceVerticle extends VerticleBase {
         }
         EventBus eventBus = vertx.eventBus();
         BatchScheduler batcher = new BatchScheduler(engine, tokenizer, config.maxBatchSize(), config.queueLimit(),
-                config.prefillChunkTokens(),
+                config.prefillChunkTokens(), config.maxNumBatchedTokens(),
                 event -> eventBus.send(EngineClient.eventsAddress(event.requestId()), event), metrics);
         eventBus.<GenerationRequest>consumer(EngineClient.GENERATE_ADDRESS, message -> {
             try {

@@ -47,8 +47,10 @@ import java.util.concurrent.TimeUnit;
  * <pre>
  * java --add-modules=jdk.incubator.vector -cp target/dejavu-serve.jar:target/test-classes \
  *     io.dejavu.bench.ServiceLoadBenchmark [model-dir] [streams] [max-tokens] [prefill-chunk-tokens]
+ *     [max-num-batched-tokens]
  * </pre>
- * Defaults: ../shared/models/opt-mini, 64 streams, 48 tokens each, prefill_chunk_tokens 128 (the server's default).
+ * Defaults: ../shared/models/opt-mini, 64 streams, 48 tokens each, prefill_chunk_tokens 128 and
+ * max_num_batched_tokens 0 (the server's defaults).
  * Bounded: at most 30 warm-up rounds (until the JIT settles), the engine alone for as many steps as tokens, one
  * measured round; each round is given at most 10 minutes.
  */
@@ -84,10 +86,12 @@ public final class ServiceLoadBenchmark {
         int streams = args.length > 1 ? Integer.parseInt(args[1]) : 64;
         int maxTokens = args.length > 2 ? Integer.parseInt(args[2]) : 48;
         String prefillChunk = args.length > 3 ? args[3] : "128";
+        String maxNumBatchedTokens = args.length > 4 ? args[4] : "0";
         int port = freePort();
         ServiceConfig config = ServiceConfig.load(null, Map.of(), Map.of("model", model.toString(), "backend", "cpu",
                 "port", Integer.toString(port), "max_batch_size", Integer.toString(streams),
-                "queue_limit", Integer.toString(streams), "http_instances", "2", "prefill_chunk_tokens", prefillChunk));
+                "queue_limit", Integer.toString(streams), "http_instances", "2", "prefill_chunk_tokens", prefillChunk,
+                "max_num_batched_tokens", maxNumBatchedTokens));
         System.err.printf("load: %d streams x %d tokens on %s, %d cores%n", streams, maxTokens, model,
                 Runtime.getRuntime().availableProcessors());
         DejavuServer server = DejavuServer.start(config, model.getFileName().toString());
@@ -106,6 +110,8 @@ public final class ServiceLoadBenchmark {
             double wallSeconds = (System.nanoTime() - start) / 1e9;
             CpuUse used = CpuUse.now(serverThreads).minus(before);
             report(results, alone, wallSeconds, streams, maxTokens, model);
+            System.out.printf(Locale.ROOT, "prefill_chunk_tokens %d, max_num_batched_tokens %d%n",
+                    config.prefillChunkTokens(), config.maxNumBatchedTokens());
             System.out.printf(Locale.ROOT, "mean gap between engine steps (sampling, streaming, admission), whole run: %.1f ms%n",
                     meanGapMillis(port));
             System.out.printf(Locale.ROOT, "CPU seconds in the measured round (%.1f s wall x %d cores = %.1f): engine "
@@ -234,7 +240,7 @@ public final class ServiceLoadBenchmark {
         List<Double> delivery = new ArrayList<>();
         Map<Integer, List<Double>> stepsByBatch = new HashMap<>();
         // Once the last stream has its first token, every prompt is in and each step is decode only; before, steps
-        // also carry prefill chunks (up to prefill_chunk_tokens prompt tokens) and take longer.
+        // also carry prefill chunks (up to prefill_chunk_tokens prompt tokens, within max_num_batched_tokens).
         long steadyFrom = results.stream().mapToLong(st -> st.arrivals.getFirst()).max().orElseThrow();
         List<Double> steadyItl = new ArrayList<>();
         List<Double> steadySteps = new ArrayList<>();

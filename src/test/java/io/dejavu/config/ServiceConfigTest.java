@@ -67,6 +67,18 @@ class ServiceConfigTest {
     }
 
     @Test
+    void theTokenBudgetDefaultsToAFullBatchPlusAPromptChunkAndCoversAFullBatch() {
+        ServiceConfig defaults = ServiceConfig.load(null, Map.of(), Map.of());
+        assertEquals(defaults.maxBatchSize() + defaults.prefillChunkTokens(), defaults.maxNumBatchedTokens());
+        ServiceConfig set = ServiceConfig.load(null, Map.of("DEJAVU_MAX_BATCH_SIZE", "64"),
+                Map.of("max_num_batched_tokens", "72"));
+        assertEquals(72, set.maxNumBatchedTokens());
+        assertMessage(() -> ServiceConfig.load(null, Map.of("DEJAVU_MAX_BATCH_SIZE", "64"),
+                Map.of("max_num_batched_tokens", "32")), "'max_num_batched_tokens'", "--max-num-batched-tokens",
+                "at least max_batch_size (64)");
+    }
+
+    @Test
     void badValuesNameTheKeyAndWhereTheyCameFrom() throws IOException {
         Path badPort = file("{\"port\": \"http\"}");
         assertMessage(() -> ServiceConfig.load(badPort, Map.of(), Map.of()),

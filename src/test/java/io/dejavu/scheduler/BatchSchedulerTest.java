@@ -112,8 +112,12 @@ class BatchSchedulerTest {
     }
 
     private void start(int maxBatch, int queueLimit, int prefillChunk) {
+        start(maxBatch, queueLimit, prefillChunk, maxBatch + prefillChunk);
+    }
+
+    private void start(int maxBatch, int queueLimit, int prefillChunk, int maxNumBatchedTokens) {
         engine = new RecordingEngine();
-        scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, event -> {
+        scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, maxNumBatchedTokens, event -> {
             if (event instanceof GenerationEvent.Finish) passesAtFinish.put(event.requestId(), engine.passes.size());
             events.add(event);
         }, new ServiceMetrics());
@@ -206,6 +210,51 @@ class BatchSchedulerTest {
         assertTrue(prefillPasses.size() >= longPrompt.length / 8, "the prompt went in chunks of at most 8");
         for (int[] pass : prefillPasses) {
             assertTrue(Arrays.stream(pass).anyMatch(t -> t == 1), "the running sequence decodes in the same pass");
+        }
+    }
+
+    /**
+     * With a token budget, the prompt chunks get what the decode rows leave: a long prompt beside three decoding
+     * sequences goes in 2 tokens a pass (5 - 3), and every pass holds at most 5 tokens, yet the results are those of
+     * each request alone.
+     */
+    @Test
+    void promptChunksGetWhatTheDecodeRowsLeaveOfTheTokenBudget() throws InterruptedException {
+        start(4, 16, 8, 5);
+        List<String> ids = List.of("a", "b", "c");
+        for (String id : ids) scheduler.submit(new GenerationRequest(id, prompt("The"), greedy(30)));
+        Map<String, List<Integer>> seen = new HashMap<>();
+        ids.forEach(id -> seen.put(id, new ArrayList<>()));
+        while (seen.values().stream().anyMatch(List::isEmpty)) {
+            if (events.poll(60, TimeUnit.SECONDS) instanceof GenerationEvent.Token token) {
+                seen.get(token.requestId()).add(token.tokenId());
+            }
+        }
+        int[] longPrompt = prompt("And God said, Let there be light: and there was light.");
+        int before = engine.passes.size();
+        scheduler.submit(new GenerationRequest("long", longPrompt, greedy(2)));
+        seen.put("long", new ArrayList<>());
+        Map<String, FinishReason> reasons = new HashMap<>();
+        Map<String, List<Integer>> tokens = collect(seen, reasons);
+
+        List<int[]> passes = engine.passes.subList(before, engine.passes.size());
+        for (int[] pass : passes) {
+            int decodeRows = (int) Arrays.stream(pass).filter(t -> t == 1).count();
+            assertTrue(Arrays.stream(pass).sum() <= 5, "at most max_num_batched_tokens tokens in a pass: "
+                    + Arrays.toString(pass));
+            if (decodeRows == 3) {
+                assertTrue(Arrays.stream(pass).allMatch(t -> t <= 2), "2 prompt tokens beside 3 decode rows: "
+                        + Arrays.toString(pass));
+            }
+        }
+        assertTrue(passes.stream().anyMatch(pass -> pass.length == 4 && Arrays.stream(pass).anyMatch(t -> t == 2)),
+                "a chunk of 2 prompt tokens went in beside the three decoding sequences");
+        try (Engine alone = new CpuEngine(model, 1)) {
+            Generator generator = new Generator(alone, tokenizer);
+            assertArrayEquals(generator.generate(longPrompt, greedy(2), output -> { }).generatedIds(),
+                    tokens.get("long").stream().mapToInt(Integer::intValue).toArray());
+            assertArrayEquals(generator.generate(prompt("The"), greedy(30), output -> { }).generatedIds(),
+                    tokens.get("a").stream().mapToInt(Integer::intValue).toArray());
         }
     }
 
