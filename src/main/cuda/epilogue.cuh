@@ -23,19 +23,26 @@ struct Epilogue {
     int pad;
 };
 
+// Column n of token m of the fused QKV projection, one half or an even column pair as a half2: to the queries for
+// n < hidden, else to the token's slot of the paged K or V cache; a padding token (no slot) stores nothing.
+template <typename T>
+__device__ __forceinline__ void store_qkv(const Epilogue& e, int m, int n, T v) {
+    if (n < e.hidden) { *reinterpret_cast<T*>(e.outF16 + (size_t)m * e.ld + n) = v; return; }
+    const int slot = e.slots[m];
+    if (slot < 0) return;
+    const int which = n / e.hidden, w = n - which * e.hidden;
+    const int head = w / e.headDim, d = w - head * e.headDim;
+    const size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
+            * e.headDim + d;
+    *reinterpret_cast<T*>((which == 1 ? e.kCache : e.vCache) + idx) = v;
+}
+
 __device__ __forceinline__ void epilogue_store(const Epilogue& e, int m, int row, float v) {
     const int n = e.outIndex ? e.outIndex[row] : row;
     if (e.bias) v += __half2float(e.bias[e.biasIndex ? e.biasIndex[row] : n]);
     if (e.relu) v = fmaxf(v, 0.f);
     if (e.kCache) {
-        if (n < e.hidden) { e.outF16[(size_t)m * e.ld + n] = __float2half_rn(v); return; }
-        int slot = e.slots[m];
-        if (slot < 0) return;
-        int which = n / e.hidden, w = n - which * e.hidden;
-        int head = w / e.headDim, d = w - head * e.headDim;
-        size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
-                * e.headDim + d;
-        (which == 1 ? e.kCache : e.vCache)[idx] = __float2half_rn(v);
+        store_qkv(e, m, n, __float2half_rn(v));
         return;
     }
     size_t at = (size_t)m * e.ld + n;
@@ -81,16 +88,8 @@ __device__ __forceinline__ void epilogue_store2(const Epilogue& e, int m, int n,
         v1 += b.y;
     }
     if (e.relu) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
-    const half2 packed = __floats2half2_rn(v0, v1);
     if (e.kCache) {  // an even column pair never straddles a head (even head width) nor q/k/v (even hidden)
-        if (n < e.hidden) { *reinterpret_cast<half2*>(e.outF16 + (size_t)m * e.ld + n) = packed; return; }
-        const int slot = e.slots[m];
-        if (slot < 0) return;
-        const int which = n / e.hidden, w = n - which * e.hidden;
-        const int head = w / e.headDim, d = w - head * e.headDim;
-        const size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
-                * e.headDim + d;
-        *reinterpret_cast<half2*>((which == 1 ? e.kCache : e.vCache) + idx) = packed;
+        store_qkv(e, m, n, __floats2half2_rn(v0, v1));
         return;
     }
     const size_t at = (size_t)m * e.ld + n;
@@ -100,5 +99,5 @@ __device__ __forceinline__ void epilogue_store2(const Epilogue& e, int m, int n,
         v1 += r.y;
     }
     if (e.outF32) *reinterpret_cast<float2*>(e.outF32 + at) = make_float2(v0, v1);
-    else *reinterpret_cast<half2*>(e.outF16 + at) = e.residual ? __floats2half2_rn(v0, v1) : packed;
+    else *reinterpret_cast<half2*>(e.outF16 + at) = __floats2half2_rn(v0, v1);
 }
