@@ -146,6 +146,24 @@ extern "C" __global__ void gather_rows_f32(const float* __restrict__ x, const in
 #define GEMV_WARPS 8
 #define LN_QUADS 5  // 4-element pieces of a row each thread keeps in registers: rows up to 5120 wide (opt-13b)
 
+// The GEMV's staging of four consecutive inputs (columns k..k+3 of a row), shared by its one-token fast path and
+// its general path so that both normalise with the same operations in the same order.
+__device__ __forceinline__ void layer_norm4(float (&v)[4], float mean, float rstd, const half* gamma,
+                                            const half* beta, int k) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        v[j] = (v[j] - mean) * rstd;
+        if (gamma) v[j] = v[j] * __half2float(gamma[k + j]) + __half2float(beta[k + j]);
+    }
+}
+__device__ __forceinline__ void store_f16x4(half* dst, const float (&v)[4]) {
+    half2 lo = __floats2half2_rn(v[0], v[1]), hi = __floats2half2_rn(v[2], v[3]);
+    uint2 packed;
+    packed.x = *reinterpret_cast<unsigned*>(&lo);
+    packed.y = *reinterpret_cast<unsigned*>(&hi);
+    *reinterpret_cast<uint2*>(dst) = packed;
+}
+
 template <typename TIn, int MT, int R, int U>
 __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict__ W, const int* __restrict__ rowIndex,
                      const int* __restrict__ nCount, int M, int N, int K, int kChunk, const half* lnGamma,
@@ -237,17 +255,8 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
             for (int q = 0; q < LN_QUADS; q++) {
                 const int k = (threadIdx.x + q * blockDim.x) * 4;
                 if (k < K) {
-                    float o[4];
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        o[j] = (v[q][j] - mu) * rs;
-                        if (lnGamma) o[j] = o[j] * __half2float(lnGamma[k + j]) + __half2float(lnBeta[k + j]);
-                    }
-                    half2 lo = __floats2half2_rn(o[0], o[1]), hi = __floats2half2_rn(o[2], o[3]);
-                    uint2 packed;
-                    packed.x = *reinterpret_cast<unsigned*>(&lo);
-                    packed.y = *reinterpret_cast<unsigned*>(&hi);
-                    *reinterpret_cast<uint2*>(xs + k) = packed;
+                    layer_norm4(v[q], mu, rs, lnGamma, lnBeta, k);
+                    store_f16x4(xs + k, v[q]);
                 }
             }
             staged = true;
@@ -305,19 +314,9 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
             float v[4] = {0.f, 0.f, 0.f, 0.f};
             if (m < mCount) {
                 load4(x + (size_t)(m0 + m) * ldx + k0 + k, v);
-                if (layerNorm) {
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        v[j] = (v[j] - mean[m]) * rstd[m];
-                        if (lnGamma) v[j] = v[j] * __half2float(lnGamma[k0 + k + j]) + __half2float(lnBeta[k0 + k + j]);
-                    }
-                }
+                if (layerNorm) layer_norm4(v, mean[m], rstd[m], lnGamma, lnBeta, k0 + k);
             }
-            half2 lo = __floats2half2_rn(v[0], v[1]), hi = __floats2half2_rn(v[2], v[3]);
-            uint2 packed;
-            packed.x = *reinterpret_cast<unsigned*>(&lo);
-            packed.y = *reinterpret_cast<unsigned*>(&hi);
-            *reinterpret_cast<uint2*>(xs + m * kChunk + k) = packed;
+            store_f16x4(xs + m * kChunk + k, v);
         }
     };
     auto multiply = [&](float (&acc)[R][MT], const uint4 (&w)[U][R], int kb, int k0, int kEnd) {
