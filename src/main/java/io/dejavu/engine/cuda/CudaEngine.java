@@ -117,6 +117,8 @@ public final class CudaEngine implements Engine {
     private final KvCachePool cache;
     private final int maxTokens, maxRows, maxBlocks;
     private final int h, f, p, vocab, heads, headDim;
+    /** The decode attention kernel for this model's head width. */
+    private final String attentionKernel;
     private final DeviceMemory scratch, meta, counters;
     private final long x, normed, queries, attended, ffn, headRows, headIn, logits, partialOut, partialMaxSum, ids;
     private final Pointer hostMetaPtr = new Pointer(), hostLogitsPtr = new Pointer();
@@ -155,7 +157,8 @@ public final class CudaEngine implements Engine {
         maxTokens = options.maxBatchTokens();
         maxRows = Math.min(options.maxLogitRows(), maxTokens);
         maxBlocks = (config.maxPositionEmbeddings() + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
-        DecoderKernels.attentionKernel(headDim);  // fails here, with the reason, for heads it does not take
+        // fails here, with the reason, for heads it does not take
+        attentionKernel = DecoderKernels.attentionKernel(headDim);
         int splitTokens = Math.min(maxTokens, MAX_SPLIT_TOKENS);
         long wide = Math.max(h, p);
         long[] sizes = {
@@ -588,7 +591,7 @@ public final class CudaEngine implements Engine {
                 cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
                 CUgraph captured = new CUgraph();
                 try {
-                    encode(t, s, r, kernels.attentionSplits(t, heads, headDim), 0, sparse);
+                    encode(t, s, r, kernels.attentionSplits(attentionKernel, t, heads), 0, sparse);
                 } catch (RuntimeException e) {
                     try {
                         cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
@@ -606,7 +609,7 @@ public final class CudaEngine implements Engine {
             }
             cuGraphLaunch(graph, cuda.stream());
         } else if (t <= MAX_SPLIT_TOKENS) {
-            encode(t, s, r, kernels.attentionSplits(t, heads, headDim), 0, sparse);
+            encode(t, s, r, kernels.attentionSplits(attentionKernel, t, heads), 0, sparse);
         } else {
             encode(t, s, r, 1, tiles, false);
         }
@@ -693,8 +696,8 @@ public final class CudaEngine implements Engine {
                 kernels.prefillAttention(tiles, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks,
                         tilesAddr, attended, heads, headDim);
             } else {
-                kernels.attention(t, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks, querySeq, queryCtx,
-                        attended, partialOut, partialMaxSum, counters.address(),
+                kernels.attention(attentionKernel, t, queries, h, cache.keys(l), cache.values(l), tables, maxBlocks,
+                        querySeq, queryCtx, attended, partialOut, partialMaxSum, counters.address(),
                         sparseHeads ? predictors.headMask(l) : 0, heads, headDim, splits);
             }
             if (sparseHeads) {

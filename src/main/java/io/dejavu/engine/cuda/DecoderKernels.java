@@ -183,10 +183,11 @@ final class DecoderKernels {
     /**
      * Parts to split each (token, head)'s context into: as many as keep every block of the launch resident at once
      * (one wave), since one sequence's few heads alone would leave most of the GPU idle while their blocks wait on
-     * memory, and a second wave would double the kernel's latency.
+     * memory, and a second wave would double the kernel's latency. {@code kernel}: {@link #attentionKernel} of the
+     * model's head width.
      */
-    int attentionSplits(int tokens, int heads, int headDim) {
-        int resident = cuda.residentBlocks(attentionKernel(headDim), ATTENTION_THREADS, 0);
+    int attentionSplits(String kernel, int tokens, int heads) {
+        int resident = cuda.residentBlocks(kernel, ATTENTION_THREADS, 0);
         return Math.clamp(resident / ((long) tokens * heads), 1, MAX_ATTENTION_SPLITS);
     }
 
@@ -205,14 +206,16 @@ final class DecoderKernels {
     /**
      * Attention of each query token over its sequence's cache, split along the sequence into {@code splits} equal
      * parts; the last part to finish merges them (counters: one int per (token, head), zero between launches).
+     * {@code kernel}: {@link #attentionKernel} of {@code headDim}, which the caller looks up once per model rather
+     * than building the name on every launch.
      */
-    void attention(int tokens, long q, int ldq, long kCache, long vCache, long blockTables, int maxBlocks,
-                   long querySeq, long queryCtx, long out, long partialOut, long partialMaxSum, long counters,
-                   long headMask, int heads, int headDim, int splits) {
+    void attention(String kernel, int tokens, long q, int ldq, long kCache, long vCache, long blockTables,
+                   int maxBlocks, long querySeq, long queryCtx, long out, long partialOut, long partialMaxSum,
+                   long counters, long headMask, int heads, int headDim, int splits) {
         float scale = (float) (1.0 / Math.sqrt(headDim));
-        cuda.launch(attentionKernel(headDim), heads, tokens, splits, ATTENTION_THREADS, 0, q, ldq, kCache, vCache,
-                blockTables, maxBlocks, querySeq, queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads,
-                headDim, scale);
+        cuda.launch(kernel, heads, tokens, splits, ATTENTION_THREADS, 0, q, ldq, kCache, vCache, blockTables,
+                maxBlocks, querySeq, queryCtx, out, partialOut, partialMaxSum, counters, headMask, heads, headDim,
+                scale);
     }
 
     /** sparse.cuh's SELECT_MAX_EXPANDED_ITEMS: items that may be expanded to several rows (heads). */
