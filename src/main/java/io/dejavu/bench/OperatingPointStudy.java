@@ -8,6 +8,7 @@ import io.dejavu.engine.cpu.ForwardProbe;
 import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
 import io.dejavu.model.Tensor;
+import io.dejavu.sparsity.Calibrator;
 import io.dejavu.sparsity.LowRankPredictor;
 import io.dejavu.sparsity.Predictors;
 import io.dejavu.tokenizer.Tokenizer;
@@ -23,9 +24,9 @@ import java.util.Map;
 import java.util.stream.IntStream;
 
 /**
- * Per-layer MLP operating points measured on the calibration text's validation windows (every tenth of the
- * calibrator's windows of 511 text tokens, each taken here without its last text token; never the dev text), for
- * docs/SPARSITY.md's "Per-layer operating points":
+ * Per-layer MLP operating points measured on the calibration text's validation windows (the calibrator's own,
+ * {@link Calibrator#windows} and {@link Calibrator#validates}; never the dev text), for docs/SPARSITY.md's
+ * "Per-layer operating points":
  * <ul>
  * <li>per layer and level R, the score threshold that keeps a share R of the active neurons (count recall, as the
  * calibrator) and the one that keeps a share R of their activation mass (fc1 output x the norm of its fc2 column),
@@ -56,15 +57,12 @@ public final class OperatingPointStudy {
         this.c = model.config();
         this.engine = engine;
         this.p = p;
-        int window = 511, count = (ids.length + window - 1) / window, n = 0;
-        for (int w = 0; w < count; w++) {
-            if (w % 10 != 9) continue;
-            int from = w * window, to = Math.min(ids.length, from + window);
-            int[] input = new int[to - from];
-            input[0] = c.bosTokenId();
-            System.arraycopy(ids, from, input, 1, to - from - 1);
-            windows.add(input);
-            n += input.length;
+        List<int[]> all = Calibrator.windows(c, ids);
+        int n = 0;
+        for (int w = 0; w < all.size(); w++) {
+            if (!Calibrator.validates(w, all.size())) continue;
+            windows.add(all.get(w));
+            n += all.get(w).length;
         }
         tokens = n;
         denseLogProbs = new float[tokens][];

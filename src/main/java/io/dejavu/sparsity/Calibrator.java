@@ -157,27 +157,49 @@ public final class Calibrator {
         return new Outcome(new Predictors(rank, o.mlpInput(), PredictorInput.LOOKAHEAD, List.copyOf(out)), summary);
     }
 
+    /**
+     * The model inputs calibration runs over: the text cut into consecutive windows of {@link #WINDOW_TEXT_TOKENS}
+     * tokens (fewer if the context is shorter), each after the BOS id. Public so that studies of the calibrated
+     * predictors measure on the very windows the calibrator validated on (see {@link #validates}).
+     */
+    public static List<int[]> windows(OptConfig c, int[] ids) {
+        int window = Math.min(WINDOW_TEXT_TOKENS, c.maxPositionEmbeddings() - 1);
+        List<int[]> windows = new ArrayList<>();
+        for (int from = 0; from < ids.length; from += window) {
+            int to = Math.min(ids.length, from + window);
+            int[] input = new int[to - from + 1];
+            input[0] = c.bosTokenId();
+            System.arraycopy(ids, from, input, 1, to - from);
+            windows.add(input);
+        }
+        return windows;
+    }
+
+    /**
+     * Whether window w of {@code windows} (two or more) validates rather than trains: every tenth, and the last where
+     * there are fewer than ten. A text of one window validates on every tenth token instead.
+     */
+    public static boolean validates(int w, int windows) {
+        return w % 10 == 9 || (windows < 10 && w == windows - 1);
+    }
+
     /** Runs the dense model over windows of the text and records what calibration needs. */
     private CalibrationData collect(OptModel model, int[] ids, int threads) {
         OptConfig c = model.config();
-        int window = Math.min(WINDOW_TEXT_TOKENS, c.maxPositionEmbeddings() - 1);
-        int windows = (ids.length + window - 1) / window;
-        int rows = ids.length + windows;
+        List<int[]> windows = windows(c, ids);
+        int rows = ids.length + windows.size();
         CalibrationData data = new CalibrationData(rows, c.numHiddenLayers(), c.hiddenSize(), c.ffnDim(),
                 c.numAttentionHeads());
         Progress progress = new Progress(log, "collect", rows);
         try (CpuEngine engine = new CpuEngine(model, threads)) {
             int base = 0;
-            for (int w = 0; w < windows; w++) {
-                int from = w * window, to = Math.min(ids.length, from + window);
-                int[] input = new int[to - from + 1];
-                input[0] = c.bosTokenId();
-                System.arraycopy(ids, from, input, 1, to - from);
+            for (int w = 0; w < windows.size(); w++) {
+                int[] input = windows.get(w);
                 try (Sequence s = engine.newSequence()) {
                     engine.forward(List.of(Step.last(s, input)), data.probe(w, base, input.length));
                 }
                 base += input.length;
-                progress.advance(input.length, "window " + (w + 1) + "/" + windows);
+                progress.advance(input.length, "window " + (w + 1) + "/" + windows.size());
             }
         }
         return data;
@@ -191,7 +213,7 @@ public final class Calibrator {
             return new int[][]{IntStream.range(0, data.tokens).filter(t -> t % 10 != 9).toArray(),
                     IntStream.range(0, data.tokens).filter(t -> t % 10 == 9).toArray()};
         }
-        int[] valid = all.filter(t -> data.window[t] % 10 == 9 || (windows < 10 && data.window[t] == windows - 1)).toArray();
+        int[] valid = all.filter(t -> validates(data.window[t], windows)).toArray();
         boolean[] isValid = new boolean[data.tokens];
         for (int t : valid) isValid[t] = true;
         return new int[][]{IntStream.range(0, data.tokens).filter(t -> !isValid[t]).toArray(), valid};
