@@ -214,19 +214,30 @@ __device__ void sparse_down(const float* __restrict__ coef, int ldCoef, const ha
     for (int t = 0; t < MT; t++)
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[t][e] = 0.f;
-    for (int i0 = blockIdx.y * 32 + rowLane; i0 < n; i0 += stride * U) {
+    // The row numbers of the next U rows are read one round ahead: read just before their weights, each round
+    // was two dependent memory round trips (index, then weights) instead of one.
+    const int first = blockIdx.y * 32 + rowLane;
+    int rows[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) rows[u] = first + u * stride < n ? index[first + u * stride] : 0;
+    for (int i0 = first; i0 < n; i0 += stride * U) {
         uint4 w[U];
         float a[U][MT];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int i = i0 + u * stride;
             const bool valid = i < n && live;
-            const int r = valid ? index[i] : 0;
+            const int r = rows[u];
             w[u] = valid ? load_stream(W + (size_t)r * h + c0) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int t = 0; t < MT; t++)
                 a[u][t] = valid && t < T ? (coef ? coef[(size_t)t * ldCoef + i] : __half2float(gathered[(size_t)t * h + r]))
                                          : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int next = i0 + stride * U + u * stride;
+            rows[u] = next < n ? index[next] : 0;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
