@@ -937,9 +937,12 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
     const unsigned seed = __float_as_uint(choice[4 * r + 3]);
     const bool greedy = temperature <= 0.f;
 
+    // Greedy needs no maximum first (block-uniform branch, so the barriers inside are safe).
     float mx = -INFINITY;
-    for (int i = tid; i < V; i += blockDim.x) mx = fmaxf(mx, row[i]);
-    mx = block_max(mx, scratch);
+    if (!greedy) {
+        for (int i = tid; i < V; i += blockDim.x) mx = fmaxf(mx, row[i]);
+        mx = block_max(mx, scratch);
+    }
 
     float kThreshold = -INFINITY, pThreshold = 0.f;
     if (!greedy && topK > 0 && topK < V) {
@@ -975,7 +978,19 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
 
     float best = -INFINITY;
     int bi = 0x7fffffff;
-    for (int i = tid; i < V; i += blockDim.x) {
+    // Greedy over rows of whole 16-byte groups: each thread takes four consecutive logits a load.
+    const bool vectors = greedy && (V & 3) == 0 && (reinterpret_cast<size_t>(row) & 15) == 0;
+    if (vectors) {
+        const float4* row4 = reinterpret_cast<const float4*>(row);
+        for (int j = tid; j < V / 4; j += blockDim.x) {
+            float4 v = row4[j];
+            float l[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (l[e] > best || (l[e] == best && 4 * j + e < bi)) { best = l[e]; bi = 4 * j + e; }
+        }
+    }
+    for (int i = vectors ? V : tid; i < V; i += blockDim.x) {
         float l = row[i], key;
         if (greedy) key = l;
         else {
