@@ -7,6 +7,12 @@
 
 #define BLOCK_TOKENS 16
 
+// Element offset of position `offset` of cache block `block`, head `head`, in a layer's K or V pool, laid out
+// [block][head][BLOCK_TOKENS][headDim] (decoder.cu).
+__device__ __forceinline__ size_t kv_offset(int block, int offset, int head, int heads, int headDim) {
+    return (((size_t)block * heads + head) * BLOCK_TOKENS + offset) * headDim;
+}
+
 // Programmatic dependent launch (sm_90): the engine launches every kernel allowed to start while its predecessor
 // drains; each kernel waits here for its predecessor's completion (and memory) before touching activations, and at
 // once lets its own successor be scheduled. The wait comes first in every kernel, before any early exit, so that

@@ -639,8 +639,8 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
         for (int i = 0; i < DECODE_ITER; i++) {
             const int p = p0 + i * STRIDE + group;
             if (p < end && inHead) {
-                const size_t at = (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS)
-                        * headDim + chunk * VEC;
+                const size_t at = kv_offset(table[p / BLOCK_TOKENS], p % BLOCK_TOKENS, head, heads, headDim)
+                        + chunk * VEC;
                 kr[i] = __ldg(reinterpret_cast<const V*>(kCache + at));
                 vr[i] = __ldg(reinterpret_cast<const V*>(vCache + at));
             } else {
@@ -794,7 +794,7 @@ attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ 
         for (int i = tid; i < FA_TILE * chunks; i += 128) {
             int r = i / chunks, c = i - r * chunks, p = k0 + r;
             bool valid = p < keys;
-            size_t at = valid ? (((size_t)table[p / BLOCK_TOKENS] * heads + head) * BLOCK_TOKENS + p % BLOCK_TOKENS) * d + c * 8 : 0;
+            size_t at = valid ? kv_offset(table[p / BLOCK_TOKENS], p % BLOCK_TOKENS, head, heads, d) + c * 8 : 0;
             cp_async16(Ks + (stage * FA_TILE + r) * ld + c * 8, kCache + at, valid);
             cp_async16(Vs + (stage * FA_TILE + r) * ld + c * 8, vCache + at, valid);
         }

@@ -32,8 +32,7 @@ __device__ __forceinline__ void store_qkv(const Epilogue& e, int m, int n, T v) 
     if (slot < 0) return;
     const int which = n / e.hidden, w = n - which * e.hidden;
     const int head = w / e.headDim, d = w - head * e.headDim;
-    const size_t idx = (((size_t)(slot / BLOCK_TOKENS) * e.heads + head) * BLOCK_TOKENS + slot % BLOCK_TOKENS)
-            * e.headDim + d;
+    const size_t idx = kv_offset(slot / BLOCK_TOKENS, slot % BLOCK_TOKENS, head, e.heads, e.headDim) + d;
     *reinterpret_cast<T*>((which == 1 ? e.kCache : e.vCache) + idx) = v;
 }
 
