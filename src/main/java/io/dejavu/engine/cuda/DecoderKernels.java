@@ -159,16 +159,17 @@ final class DecoderKernels {
         } else {
             if (inputF32 || layerNorm) throw new IllegalStateException("the GEMM takes normalised fp16 input");
             if (ldx != k || nCount != 0) throw new IllegalStateException("the GEMM takes dense rows and all of N");
-            int gridX = blocks(n, GEMM_TILE), gridY = blocks(m, GEMM_TILE);
+            // M tiles first, so that the blocks sharing a W tile run together (gemm.cuh)
+            int mTiles = blocks(m, GEMM_TILE), nTiles = blocks(n, GEMM_TILE);
             if (!wgmma) {
-                cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", gridX, gridY, 1, 256, GEMM_SHARED_BYTES,
+                cuda.launchAs("gemm_f16 N=" + n + " K=" + k, "gemm_f16", mTiles, nTiles, 1, 256, GEMM_SHARED_BYTES,
                         input, weight, rowIndex, m, n, k, epilogue.bytes());
                 return;
             }
-            int splits = splitKWorkspace == 0 ? 1 : kSplits(gridX * gridY, blocks(k, 64), wgmmaSlots);
+            int splits = splitKWorkspace == 0 ? 1 : kSplits(mTiles * nTiles, blocks(k, 64), wgmmaSlots);
             long partials = splits > 1 ? splitKWorkspace : 0;
             cuda.launchAs("gemm_f16_wgmma N=" + n + " K=" + k + (splits > 1 ? " split " + splits : ""),
-                    "gemm_f16_wgmma", gridX, gridY, splits, 256, GEMM_WGMMA_SHARED_BYTES, input, weight, rowIndex,
+                    "gemm_f16_wgmma", mTiles, nTiles, splits, 256, GEMM_WGMMA_SHARED_BYTES, input, weight, rowIndex,
                     m, n, k, epilogue.bytes(), partials);
             if (splits > 1) {
                 cuda.launchAs("gemm_splitk_reduce N=" + n, "gemm_splitk_reduce", Math.min(blocks((long) m * n, 1024),
