@@ -169,6 +169,11 @@ final class CudaContext implements AutoCloseable {
         cuEventRecord(done, sideStream);
     }
 
+    /** Records {@code e} on the stream launches go to now (inside {@link #onSideStream}'s work: the side stream). */
+    void record(CUevent e) {
+        cuEventRecord(e, current);
+    }
+
     /** Orders the main stream's next launches after an event of {@link #onSideStream}. */
     void waitFor(CUevent done) {
         cuStreamWaitEvent(stream, done, 0);

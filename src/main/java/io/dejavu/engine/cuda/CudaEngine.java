@@ -678,8 +678,7 @@ public final class CudaEngine implements Engine {
             DeviceWeights.Layer layer = w.layers.get(l);
             // The predictors reading this layer's input must read it before the layer adds to it.
             if (sparse) {
-                predictors.predictFrom(l, t, x, normed);
-                predictors.predictAhead(l, t);
+                predictors.predict(l, t, x, normed);
             }
             boolean sparseHeads = sparse && predictors.headsSparse(l);
             Epilogue qkv = Epilogue.qkv(layer.qkvBias(), queries, cache.keys(l), cache.values(l), slots, heads, headDim);
@@ -700,6 +699,7 @@ public final class CudaEngine implements Engine {
                         querySeq, queryCtx, attended, partialOut, partialMaxSum, counters.address(),
                         sparseHeads ? predictors.headMask(l) : 0, heads, headDim, splits);
             }
+            if (sparse) predictors.awaitInputRead(l);
             if (sparseHeads) {
                 kernels.sparseDown(t, 0, 0, attended, predictors.outT[l], layer.outBias(), predictors.outRows(l),
                         predictors.outRowCount(l), h, x);

@@ -21,11 +21,11 @@ import static jcuda.driver.JCudaDriver.cuMemsetD32;
  * {@code down} (rank x h) and {@code up} (out x rank) to scores; the top k scores, or those above a threshold, are
  * the token's selection, and a decode step executes the union over its tokens ({@code select_union}). The
  * predictors that read the residual stream entering layer s (their own layer's input, or the look-ahead ones of
- * layer s + 1) have their down matrices stacked, so that one GEMV at the start of layer s computes all their hidden
- * units. The look-ahead ones' up-projections and selections then run on the side stream while the main stream
- * computes layer s (its attention leaves most of the GPU idle at small batches), and layer s + 1 waits for them by
- * event. Predictors of layer s itself are needed at once and run on the main stream, as do MLP predictors that read
- * the MLP block's input, which must follow the attention.
+ * layer s + 1) have their down matrices stacked, so that one GEMV computes all their hidden units. The look-ahead
+ * ones run on the side stream while the main stream computes layer s (its attention leaves most of the GPU idle at
+ * small batches), their down-projection included where no predictor of layer s shares it, and layer s + 1 waits for
+ * them by event. Predictors of layer s itself are needed at once and run on the main stream, as do MLP predictors
+ * that read the MLP block's input, which must follow the attention.
  *
  * <p>Sparse weights: fc2 and out_proj transposed ([ffn][h], [h][h]) so that a selected neuron's or head's weights
  * are contiguous rows, made on the GPU from the uploaded matrices for the layers that run sparse.
@@ -68,8 +68,12 @@ final class DevicePredictors {
     private record Predictor(int layer, int kind, long up, int out, int zOffset) {
     }
 
-    /** The predictors reading one residual stream: their stacked down matrices [rows][h] and their z buffer. */
-    private record Source(long down, int rows, long z, List<Predictor> predictors, CUevent fork, CUevent done) {
+    /**
+     * The predictors reading one residual stream: their stacked down matrices [rows][h] and their z buffer; the side
+     * stream's events: forked, done with x (inputRead), done.
+     */
+    private record Source(long down, int rows, long z, List<Predictor> predictors, CUevent fork, CUevent inputRead,
+                          CUevent done) {
     }
 
     private final CudaContext cuda;
@@ -84,7 +88,9 @@ final class DevicePredictors {
     /** Per layer and kind: the source whose done event the layer waits for (-1: runs on the main stream). */
     private final int[][] sourceOf;
     final long[] fc2T, outT;
-    private final long zMain, scoresMain, scoresSide;
+    private final long zMain, scoresMain, scoresSide, normedSide;
+    /** Per layer s, this step: whether the side stream reads x for the down-projection (see {@link #predict}). */
+    private final boolean[] downAhead;
     private final long[][] mask, arrivals, index;
     private final long[] headMask;
     private final DeviceMemory counts;
@@ -135,7 +141,8 @@ final class DevicePredictors {
                 ps.add(new Predictor(l, kind, up(matrices, l, kind), kind == HEADS ? heads : f, i * rank));
             }
             extra += down.bytes();
-            sources[s] = new Source(down.address(), rows, z.address(), List.copyOf(ps), cuda.newEvent(), cuda.newEvent());
+            sources[s] = new Source(down.address(), rows, z.address(), List.copyOf(ps), cuda.newEvent(), cuda.newEvent(),
+                    cuda.newEvent());
         }
         mlpOwn = new Predictor[layers];
         mlpOwnDown = new long[layers];
@@ -171,6 +178,8 @@ final class DevicePredictors {
         zMain = cuda.alloc(2L * MAX_TOKENS * rank, "MLP predictor hidden units").address();
         scoresMain = cuda.alloc(4L * MAX_TOKENS * f, "MLP predictor scores").address();
         scoresSide = cuda.alloc(4L * MAX_TOKENS * Math.max(f, heads), "look-ahead predictor scores").address();
+        normedSide = cuda.alloc(2L * MAX_TOKENS * h, "look-ahead predictor inputs").address();
+        downAhead = new boolean[layers];
         int mlpWords = (f + 31) / 32, headWords = (heads + 31) / 32;
         mask = new long[layers][2];
         arrivals = new long[layers][2];
@@ -280,35 +289,43 @@ final class DevicePredictors {
     }
 
     /**
-     * At the start of layer s, on the main stream: the hidden units of every predictor that reads the residual
-     * stream x entering layer s (fp32 [t][h], standardised on the way), and the selections of those that serve
-     * layer s itself.
+     * The predictors reading the residual stream entering layer s (x, fp32 [t][h]). Those of layer s itself are
+     * needed at once and run on the main stream, with the stacked down-projection all of them share. The look-ahead
+     * ones (layer s + 1) run on the side stream while the main stream computes layer s, and so does the
+     * down-projection when no predictor of layer s needs it first: the main stream then lets the side stream read x
+     * before layer s adds to it ({@link #awaitInputRead}). (Launched after layer s's q/k/v projection instead, so as
+     * to overlap only the attention, the look-ahead selections left the step 0.08 ms slower at opt-6.7b's shape: a
+     * shorter window for the same work.)
      */
-    void predictFrom(int s, int t, long x, long normed) {
+    void predict(int s, int t, long x, long normed) {
         Source src = sources[s];
+        downAhead[s] = false;
         if (placement == Placement.FROZEN || src == null || src.predictors().stream().noneMatch(this::active)) return;
-        standardizedLinear(t, src.rows(), src.down(), x, normed, src.z());
-        for (Predictor p : src.predictors()) {
-            if (active(p) && p.layer() == s) select(p, t, src.z() + 2L * p.zOffset(), src.rows(), scoresMain);
+        boolean own = src.predictors().stream().anyMatch(p -> active(p) && p.layer() == s);
+        if (own || placement == Placement.MAIN_STREAM) {
+            standardizedLinear(t, src.rows(), src.down(), x, normed, src.z());
+            for (Predictor p : src.predictors()) {
+                if (active(p) && p.layer() == s) select(p, t, src.z() + 2L * p.zOffset(), src.rows(), scoresMain);
+            }
         }
-    }
-
-    /**
-     * Right after {@link #predictFrom}: the look-ahead selections for layer s + 1, on the side stream, overlapping
-     * layer s. (Launched after layer s's q/k/v projection instead, so as to overlap only the attention, they left
-     * the step 0.08 ms slower at opt-6.7b's shape: a shorter window for the same work.)
-     */
-    void predictAhead(int s, int t) {
-        Source src = sources[s];
-        if (placement == Placement.FROZEN || src == null
-                || src.predictors().stream().noneMatch(p -> active(p) && p.layer() > s)) return;
+        if (src.predictors().stream().noneMatch(p -> active(p) && p.layer() > s)) return;
+        downAhead[s] = !own && placement == Placement.SIDE_STREAM;
         Runnable work = () -> {
+            if (downAhead[s]) {
+                standardizedLinear(t, src.rows(), src.down(), x, normedSide, src.z());
+                cuda.record(src.inputRead());
+            }
             for (Predictor p : src.predictors()) {
                 if (active(p) && p.layer() > s) select(p, t, src.z() + 2L * p.zOffset(), src.rows(), scoresSide);
             }
         };
         if (placement == Placement.MAIN_STREAM) work.run();
         else cuda.onSideStream(src.fork(), src.done(), work);
+    }
+
+    /** Before layer s first writes x: the side stream has read it, where {@link #predict} left that to it. */
+    void awaitInputRead(int s) {
+        if (downAhead[s]) cuda.waitFor(sources[s].inputRead());
     }
 
     /** Whether layer l's selection of a kind comes from the side stream (a look-ahead predictor of layer l - 1). */
