@@ -164,6 +164,23 @@ __device__ __forceinline__ void store_f16x4(half* dst, const float (&v)[4]) {
     *reinterpret_cast<uint2*>(dst) = packed;
 }
 
+// Four consecutive inputs as loaded (8 bytes of fp16, 16 of fp32), and as floats; BATCH: how many of them a thread
+// loads at once while staging, as many as fit the one-token GEMV's registers without spilling (two at more tokens).
+template <typename TIn> struct Quad;
+template <> struct Quad<half> {
+    using T = uint2;
+    static constexpr int BATCH = 4;
+    __device__ static __forceinline__ void unpack(uint2 u, float* v) {
+        const float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x)), b = __half22float2(*reinterpret_cast<half2*>(&u.y));
+        v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+    }
+};
+template <> struct Quad<float> {
+    using T = float4;
+    static constexpr int BATCH = 2;
+    __device__ static __forceinline__ void unpack(float4 f, float* v) { v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w; }
+};
+
 template <typename TIn, int MT, int R, int U>
 __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict__ W, const int* __restrict__ rowIndex,
                      const int* __restrict__ nCount, int M, int N, int K, int kChunk, const half* lnGamma,
@@ -307,16 +324,30 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
         __syncthreads();
     }
 
-    auto stage = [&](int k0, int kLen) {  // inputs [k0, k0 + kLen) of the block's tokens into xs, LayerNorm'ed
-        const int quads = kLen >> 2;
-        for (int i = threadIdx.x; i < MT * quads; i += blockDim.x) {
-            int m = i / quads, k = (i - m * quads) * 4;
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (m < mCount) {
-                load4(x + (size_t)(m0 + m) * ldx + k0 + k, v);
-                if (layerNorm) layer_norm4(v, mean[m], rstd[m], lnGamma, lnBeta, k0 + k);
+    // Inputs [k0, k0 + kLen) of the block's tokens into xs, LayerNorm'ed. Each thread issues a batch of loads
+    // before its first store: one at a time, staging fc2's 16,384 inputs took a chain of L2 round trips while the
+    // weight stream waited.
+    auto stage = [&](int k0, int kLen) {
+        const int quads = kLen >> 2, total = MT * quads;
+        using Raw = typename Quad<TIn>::T;
+        constexpr int STAGE_BATCH = MT == 1 ? Quad<TIn>::BATCH : 2;
+        for (int i0 = threadIdx.x; i0 < total; i0 += STAGE_BATCH * blockDim.x) {
+            Raw raw[STAGE_BATCH];
+#pragma unroll
+            for (int b = 0; b < STAGE_BATCH; b++) {
+                const int i = i0 + b * blockDim.x, m = i / quads, k = (i - m * quads) * 4;
+                raw[b] = i < total && m < mCount ? *reinterpret_cast<const Raw*>(x + (size_t)(m0 + m) * ldx + k0 + k)
+                                                 : Raw{};
             }
-            store_f16x4(xs + m * kChunk + k, v);
+#pragma unroll
+            for (int b = 0; b < STAGE_BATCH; b++) {
+                const int i = i0 + b * blockDim.x, m = i / quads, k = (i - m * quads) * 4;
+                if (i >= total) break;
+                float v[4];
+                Quad<TIn>::unpack(raw[b], v);
+                if (layerNorm && m < mCount) layer_norm4(v, mean[m], rstd[m], lnGamma, lnBeta, k0 + k);
+                store_f16x4(xs + m * kChunk + k, v);
+            }
         }
     };
     auto multiply = [&](float (&acc)[R][MT], const uint4 (&w)[U][R], int kb, int k0, int kEnd) {
