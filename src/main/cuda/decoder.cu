@@ -223,57 +223,71 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
     loadWeights(wCur, wRow, 0, true);
     if (!gathered) pdl_wait_and_release();
 
-    // One token whose row fits in registers (K <= 5120 with 256 threads): read it once and keep it there for both
-    // statistics and the normalised staging. The general path below reads it three times from L2, and the whole
-    // block waits on each read before its first product. Same additions in the same order as the general path.
+    // One or two tokens whose rows fit in registers (K <= 5120 with 256 threads), fp32 as the residual stream is:
+    // read each row once and keep it there for both statistics and the normalised staging. The general path below
+    // reads it three times from L2, and the whole block waits on each read before its first product. Same additions
+    // in the same order as the general path.
     bool staged = false;
-    if constexpr (MT == 1) {
+    if constexpr (MT <= 2 && sizeof(TIn) == 4) {
         if (layerNorm && kChunk >= K && K <= (int)blockDim.x * 4 * LN_QUADS) {
             __shared__ float red1[GEMV_WARPS];
-            float v[LN_QUADS][4];
-            float part = 0.f;
+#pragma unroll 1
+            for (int m = 0; m < MT; m++) {  // a row at a time: its pieces stay in registers
+                float v[LN_QUADS][4];
+                if (m >= mCount) {  // a token past the batch: zeros, as the general path stages them
 #pragma unroll
-            for (int q = 0; q < LN_QUADS; q++) {
-                const int k = (threadIdx.x + q * blockDim.x) * 4;
-                if (k < K) {
-                    load4(x + (size_t)m0 * ldx + k, v[q]);
-                    part += (v[q][0] + v[q][1]) + (v[q][2] + v[q][3]);
+                    for (int q = 0; q < LN_QUADS; q++) {
+                        const int k = (threadIdx.x + q * blockDim.x) * 4;
+#pragma unroll
+                        for (int j = 0; j < 4; j++) v[q][j] = 0.f;
+                        if (k < K) store_f16x4(xs + m * kChunk + k, v[q]);
+                    }
+                    continue;
                 }
-            }
-            part = warp_sum(part);
-            if (lane == 0) red1[warp] = part;
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                float t = 0.f;
-                for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
-                mean[0] = t / K;
-            }
-            __syncthreads();
-            const float mu = mean[0];
-            part = 0.f;
+                float part = 0.f;
 #pragma unroll
-            for (int q = 0; q < LN_QUADS; q++) {
-                if ((threadIdx.x + q * blockDim.x) * 4 < K) {
-#pragma unroll
-                    for (int j = 0; j < 4; j++) { float d = v[q][j] - mu; part += d * d; }
+                for (int q = 0; q < LN_QUADS; q++) {
+                    const int k = (threadIdx.x + q * blockDim.x) * 4;
+                    if (k < K) {
+                        load4(x + (size_t)(m0 + m) * ldx + k, v[q]);
+                        part += (v[q][0] + v[q][1]) + (v[q][2] + v[q][3]);
+                    }
                 }
-            }
-            part = warp_sum(part);
-            if (lane == 0) red1[warp] = part;  // thread 0 read the sums before the barrier above
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                float t = 0.f;
-                for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
-                rstd[0] = rsqrtf(t / K + 1e-5f);
-            }
-            __syncthreads();
-            const float rs = rstd[0];
+                part = warp_sum(part);
+                if (lane == 0) red1[warp] = part;
+                __syncthreads();
+                if (threadIdx.x == 0) {
+                    float t = 0.f;
+                    for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
+                    mean[m] = t / K;
+                }
+                __syncthreads();
+                const float mu = mean[m];
+                part = 0.f;
 #pragma unroll
-            for (int q = 0; q < LN_QUADS; q++) {
-                const int k = (threadIdx.x + q * blockDim.x) * 4;
-                if (k < K) {
-                    layer_norm4(v[q], mu, rs, lnGamma, lnBeta, k);
-                    store_f16x4(xs + k, v[q]);
+                for (int q = 0; q < LN_QUADS; q++) {
+                    if ((threadIdx.x + q * blockDim.x) * 4 < K) {
+#pragma unroll
+                        for (int j = 0; j < 4; j++) { float d = v[q][j] - mu; part += d * d; }
+                    }
+                }
+                part = warp_sum(part);
+                if (lane == 0) red1[warp] = part;  // thread 0 read the sums before the barrier above
+                __syncthreads();
+                if (threadIdx.x == 0) {
+                    float t = 0.f;
+                    for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
+                    rstd[m] = rsqrtf(t / K + 1e-5f);
+                }
+                __syncthreads();
+                const float rs = rstd[m];
+#pragma unroll
+                for (int q = 0; q < LN_QUADS; q++) {
+                    const int k = (threadIdx.x + q * blockDim.x) * 4;
+                    if (k < K) {
+                        layer_norm4(v[q], mu, rs, lnGamma, lnBeta, k);
+                        store_f16x4(xs + m * kChunk + k, v[q]);
+                    }
                 }
             }
             staged = true;

@@ -21,8 +21,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * attention): the tiled tensor-core prefill attention against the split decode attention (the same prompt fed in
  * passes of at most 64 tokens), the
  * Hopper prefill GEMM against the wmma one, and
- * a batch of 16 sequences decoded together (GEMV over 16 tokens, LayerNorm kernel, one graph) against each alone
- * (one-token GEMV with the LayerNorm fused, its own graph).
+ * batches of 2 and 16 sequences decoded together (GEMV over 2 tokens with the LayerNorm fused; over 16 after a
+ * LayerNorm kernel; one graph) against each alone (one-token GEMV with the LayerNorm fused, its own graph).
  */
 class CudaEngineConsistencyTest {
     static final OptConfig SHAPE = shape(4);
@@ -102,9 +102,11 @@ class CudaEngineConsistencyTest {
         }
     }
 
-    @Test
-    void batchOf16DecodesLikeEachAlone() {
-        int batch = 16, steps = 12;
+    /** 2 tokens: the GEMV with the LayerNorm fused for both rows; 16: the tensor-core GEMV after a LayerNorm kernel. */
+    @ParameterizedTest(name = "batch of {0}")
+    @ValueSource(ints = {2, 16})
+    void batchDecodesLikeEachAlone(int batch) {
+        int steps = 12;
         List<int[]> prompts = new ArrayList<>();
         for (int i = 0; i < batch; i++) prompts.add(tokens(5 + 9 * i, 100 + i));
         try (CudaEngine engine = engine(2048)) {
