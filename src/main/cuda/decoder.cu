@@ -171,14 +171,17 @@ template <> struct Quad<half> {
     using T = uint2;
     static constexpr int BATCH = 4;
     __device__ static __forceinline__ void unpack(uint2 u, float* v) {
-        const float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x)), b = __half22float2(*reinterpret_cast<half2*>(&u.y));
+        const float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x));
+        const float2 b = __half22float2(*reinterpret_cast<half2*>(&u.y));
         v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
     }
 };
 template <> struct Quad<float> {
     using T = float4;
     static constexpr int BATCH = 2;
-    __device__ static __forceinline__ void unpack(float4 f, float* v) { v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w; }
+    __device__ static __forceinline__ void unpack(float4 f, float* v) {
+        v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+    }
 };
 
 template <typename TIn, int MT, int R, int U>
