@@ -57,15 +57,27 @@ __device__ float block_max(float v, float* scratch) {
     return warp_max(r);
 }
 
-// Four consecutive inputs (16-byte aligned for fp32, 8-byte for fp16) as floats.
-__device__ __forceinline__ void load4(const float* p, float* v) {
-    float4 f = *reinterpret_cast<const float4*>(p);
+// Values as loaded, as floats: fp16 packed two, four or eight to an unsigned, uint2 or uint4; four fp32.
+template <typename Packed>
+__device__ __forceinline__ void to_floats(Packed raw, float* out) {
+    const half2* h = reinterpret_cast<const half2*>(&raw);
+#pragma unroll
+    for (int i = 0; i < (int)sizeof(Packed) / 4; i++) {
+        const float2 f = __half22float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void to_floats(float4 f, float* v) {
     v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
 }
+
+// Four consecutive inputs (16-byte aligned for fp32, 8-byte for fp16) as floats.
+__device__ __forceinline__ void load4(const float* p, float* v) {
+    to_floats(*reinterpret_cast<const float4*>(p), v);
+}
 __device__ __forceinline__ void load4(const half* p, float* v) {
-    uint2 u = *reinterpret_cast<const uint2*>(p);
-    float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x)), b = __half22float2(*reinterpret_cast<half2*>(&u.y));
-    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+    to_floats(*reinterpret_cast<const uint2*>(p), v);
 }
 
 // Weights are read once per step: bypass L1 so the activations that are reused stay there.

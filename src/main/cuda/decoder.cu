@@ -164,24 +164,16 @@ __device__ __forceinline__ void store_f16x4(half* dst, const float (&v)[4]) {
     *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-// Four consecutive inputs as loaded (8 bytes of fp16, 16 of fp32), and as floats; BATCH: how many of them a thread
-// loads at once while staging, as many as fit the one-token GEMV's registers without spilling (two at more tokens).
+// Four consecutive inputs as loaded (8 bytes of fp16, 16 of fp32); BATCH: how many of them a thread loads at once
+// while staging, as many as fit the one-token GEMV's registers without spilling (two at more tokens).
 template <typename TIn> struct Quad;
 template <> struct Quad<half> {
     using T = uint2;
     static constexpr int BATCH = 4;
-    __device__ static __forceinline__ void unpack(uint2 u, float* v) {
-        const float2 a = __half22float2(*reinterpret_cast<half2*>(&u.x));
-        const float2 b = __half22float2(*reinterpret_cast<half2*>(&u.y));
-        v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
-    }
 };
 template <> struct Quad<float> {
     using T = float4;
     static constexpr int BATCH = 2;
-    __device__ static __forceinline__ void unpack(float4 f, float* v) {
-        v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-    }
 };
 
 template <typename TIn, int MT, int R, int U>
@@ -361,7 +353,7 @@ __device__ void gemv(const TIn* __restrict__ x, int ldx, const half* __restrict_
                 const int i = i0 + b * blockDim.x, m = i / quads, k = (i - m * quads) * 4;
                 if (i >= total) break;
                 float v[4];
-                Quad<TIn>::unpack(raw[b], v);
+                to_floats(raw[b], v);
                 if (layerNorm && m < mCount) layer_norm4(v, mean[m], rstd[m], lnGamma, lnBeta, k0 + k);
                 store_f16x4(xs + m * kChunk + k, v);
             }
@@ -579,13 +571,6 @@ template <int VEC> struct Vec;
 template <> struct Vec<8> { using T = uint4; };
 template <> struct Vec<2> { using T = unsigned; };
 
-template <int VEC>
-__device__ __forceinline__ void unpack(typename Vec<VEC>::T raw, float* out) {
-    const half2* h = reinterpret_cast<const half2*>(&raw);
-#pragma unroll
-    for (int i = 0; i < VEC / 2; i++) { float2 f = __half22float2(h[i]); out[2 * i] = f.x; out[2 * i + 1] = f.y; }
-}
-
 // The last split of a (query, head) to finish merges all splits' partial outputs (no second kernel): each split
 // publishes its partials, then counts itself in; the one that completes the count merges and resets the counter.
 // The merge reads every split's (max, sum), one thread each, and every split's partial output in one unrolled loop,
@@ -673,7 +658,7 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
     float qv[VEC];
     {
         float raw[VEC];
-        if (inHead) unpack<VEC>(*reinterpret_cast<const V*>(q + (size_t)t * ldq + head * headDim + chunk * VEC), raw);
+        if (inHead) to_floats(*reinterpret_cast<const V*>(q + (size_t)t * ldq + head * headDim + chunk * VEC), raw);
 #pragma unroll
         for (int j = 0; j < VEC; j++) qv[j] = inHead ? raw[j] * scale : 0.f;
     }
@@ -701,7 +686,7 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
 #pragma unroll
         for (int i = 0; i < DECODE_ITER; i++) {
             float kv[VEC];
-            unpack<VEC>(kr[i], kv);
+            to_floats(kr[i], kv);
             float d = 0.f;
 #pragma unroll
             for (int j = 0; j < VEC; j++) d = fmaf(qv[j], kv[j], d);
@@ -719,7 +704,7 @@ __device__ void attention_impl(const half* __restrict__ q, int ldq, const half* 
         for (int i = 0; i < DECODE_ITER; i++) {
             const float w = any ? __expf(s[i] - mNew) : 0.f;  // 0 for an absent position
             float vv[VEC];
-            unpack<VEC>(vr[i], vv);
+            to_floats(vr[i], vv);
             l += w;
 #pragma unroll
             for (int j = 0; j < VEC; j++) o[j] = fmaf(w, vv[j], o[j]);
