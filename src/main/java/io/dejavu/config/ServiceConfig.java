@@ -22,6 +22,7 @@ import java.util.Map;
  *
  * @param model                the OPT model directory (Hugging Face layout)
  * @param backend              cpu, cuda, or auto (cuda when available, else cpu)
+ * @param cpuThreads           the CPU engine's threads, the engine thread included; 0 = one per core
  * @param httpInstances        HTTP/WebSocket verticle instances; 0 = one per core
  * @param maxBatchSize         most sequences in one engine forward pass
  * @param queueLimit           most requests waiting for a batch slot; beyond it requests are rejected at once
@@ -45,17 +46,18 @@ import java.util.Map;
  * @param webroot              folder served as static files at /
  * @param shutdownGraceSeconds on shutdown, how long in-flight generations may run before they are cancelled
  */
-public record ServiceConfig(Path model, String backend, String host, int port, int httpInstances, int maxBatchSize,
-                            int queueLimit, int maxPromptTokens, int maxOutputTokens, int prefillChunkTokens,
-                            int maxNumBatchedTokens, String sparsity, boolean sparseDefault, List<Integer> sparseMlpK,
-                            List<Integer> sparseHeadsKeep, List<String> apiKeys, List<String> corsOrigins, int maxBodyBytes,
-                            int maxFrameBytes, Path webroot, int shutdownGraceSeconds) {
+public record ServiceConfig(Path model, String backend, int cpuThreads, String host, int port, int httpInstances,
+                            int maxBatchSize, int queueLimit, int maxPromptTokens, int maxOutputTokens,
+                            int prefillChunkTokens, int maxNumBatchedTokens, String sparsity, boolean sparseDefault,
+                            List<Integer> sparseMlpK, List<Integer> sparseHeadsKeep, List<String> apiKeys,
+                            List<String> corsOrigins, int maxBodyBytes, int maxFrameBytes, Path webroot,
+                            int shutdownGraceSeconds) {
 
     /** These settings with the model, webroot and sparsity paths resolved as the server finds them. */
     public ServiceConfig withPaths(Path model, Path webroot, String sparsity) {
-        return new ServiceConfig(model, backend, host, port, httpInstances, maxBatchSize, queueLimit, maxPromptTokens,
-                maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault, sparseMlpK,
-                sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot, shutdownGraceSeconds);
+        return new ServiceConfig(model, backend, cpuThreads, host, port, httpInstances, maxBatchSize, queueLimit,
+                maxPromptTokens, maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault,
+                sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot, shutdownGraceSeconds);
     }
 
     /** Where the server looks for its config file when none is given, relative to the working directory. */
@@ -74,6 +76,7 @@ public record ServiceConfig(Path model, String backend, String host, int port, i
         Map<String, Object> d = new LinkedHashMap<>();
         d.put("model", "models/opt-demo");
         d.put("backend", "auto");
+        d.put("cpu_threads", 0);
         d.put("host", "127.0.0.1");
         d.put("port", 8080);
         d.put("http_instances", 0);
@@ -175,8 +178,8 @@ public record ServiceConfig(Path model, String backend, String host, int port, i
                         + "max_batch_size (" + maxBatchSize + "), so that a prompt advances beside a full batch; got "
                         + maxNumBatchedTokens);
             }
-            return new ServiceConfig(Path.of(string("model")), backend, string("host"), integer("port", 0, 65535),
-                    integer("http_instances", 0, 1024), maxBatchSize,
+            return new ServiceConfig(Path.of(string("model")), backend, integer("cpu_threads", 0, 4096),
+                    string("host"), integer("port", 0, 65535), integer("http_instances", 0, 1024), maxBatchSize,
                     integer("queue_limit", 0, 1_000_000), maxPromptTokens,
                     integer("max_output_tokens", 1, Integer.MAX_VALUE), prefillChunkTokens, maxNumBatchedTokens,
                     sparsity, bool("sparse_default"),

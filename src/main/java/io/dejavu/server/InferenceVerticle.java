@@ -51,7 +51,7 @@ final class InferenceVerticle extends VerticleBase {
         Engine engine;
         try {
             model = OptModel.load(config.model());
-            engine = engines.create(config.backend(), model, sparsity.predictors());
+            engine = engines.create(config.backend(), config.cpuThreads(), model, sparsity.predictors());
             reportSparsity(engine);
         } catch (RuntimeException e) {
             failure = e.getMessage();

@@ -85,6 +85,8 @@ class ServiceConfigTest {
                 "'port'", "config.json", "integer");
         assertMessage(() -> ServiceConfig.load(null, Map.of("DEJAVU_MAX_BATCH_SIZE", "0"), Map.of()),
                 "'max_batch_size'", "DEJAVU_MAX_BATCH_SIZE", "[1,");
+        assertMessage(() -> ServiceConfig.load(null, Map.of("DEJAVU_CPU_THREADS", "-2"), Map.of()),
+                "'cpu_threads'", "DEJAVU_CPU_THREADS", "[0,");
         assertMessage(() -> ServiceConfig.load(null, Map.of(), Map.of("backend", "tpu")),
                 "'backend'", "--backend", "cpu, cuda, auto");
         Path unknownKey = file("{\"max_batch\": 3}");

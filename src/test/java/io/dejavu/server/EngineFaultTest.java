@@ -22,14 +22,15 @@ class EngineFaultTest {
 
     @BeforeAll
     static void start() {
-        server = TestServer.start(Map.of(), (backend, model, predictors) -> new HookedEngine(new CpuEngine(model), () -> {
-            switch (failNextStep.getAndSet(null)) {
-                case null -> { }
-                case RuntimeException e -> throw e;
-                case Error e -> throw e;
-                default -> throw new IllegalStateException("unchecked throwables only");
-            }
-        }));
+        server = TestServer.start(Map.of(), (backend, cpuThreads, model, predictors) ->
+                new HookedEngine(new CpuEngine(model), () -> {
+                    switch (failNextStep.getAndSet(null)) {
+                        case null -> { }
+                        case RuntimeException e -> throw e;
+                        case Error e -> throw e;
+                        default -> throw new IllegalStateException("unchecked throwables only");
+                    }
+                }));
     }
 
     @AfterAll

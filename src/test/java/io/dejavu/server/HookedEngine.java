@@ -18,13 +18,14 @@ final class HookedEngine extends ForwardingEngine {
 
     /** The backend's engine, each step made at least this much longer: a long generation outlasts a test's steps. */
     static EngineFactory.Maker slowed(long millisPerStep) {
-        return (backend, model, predictors) -> new HookedEngine(EngineFactory.create(backend, model, predictors), () -> {
-            try {
-                Thread.sleep(millisPerStep);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        });
+        return (backend, cpuThreads, model, predictors) ->
+                new HookedEngine(EngineFactory.create(backend, cpuThreads, model, predictors), () -> {
+                    try {
+                        Thread.sleep(millisPerStep);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                });
     }
 
     @Override
