@@ -46,11 +46,12 @@ import java.util.concurrent.TimeUnit;
  *
  * <pre>
  * java --add-modules=jdk.incubator.vector -cp target/dejavu-serve.jar:target/test-classes \
- *     io.dejavu.bench.ServiceLoadBenchmark [model-dir] [streams] [max-tokens] [prefill-chunk-tokens]
- *     [max-num-batched-tokens]
+ *     io.dejavu.bench.ServiceLoadBenchmark [model-dir] [streams] [max-tokens] [key=value ...]
  * </pre>
- * Defaults: ../shared/models/opt-mini, 64 streams, 48 tokens each, prefill_chunk_tokens 128 and
- * max_num_batched_tokens 0 (the server's defaults).
+ * Defaults: ../shared/models/opt-mini, 64 streams, 48 tokens each. Each key=value sets a server setting (the keys of
+ * conf/config.json, e.g. {@code max_num_batched_tokens=72 cpu_threads=12}); unset ones are the server's defaults but
+ * for max_batch_size and queue_limit (the streams) and http_instances (2). The engine alone runs with the same
+ * cpu_threads.
  * Bounded: at most 30 warm-up rounds (until the JIT settles), the engine alone for as many steps as tokens, one
  * measured round; each round is given at most 10 minutes.
  */
@@ -85,13 +86,16 @@ public final class ServiceLoadBenchmark {
         Path model = Path.of(args.length > 0 ? args[0] : "../shared/models/opt-mini");
         int streams = args.length > 1 ? Integer.parseInt(args[1]) : 64;
         int maxTokens = args.length > 2 ? Integer.parseInt(args[2]) : 48;
-        String prefillChunk = args.length > 3 ? args[3] : "128";
-        String maxNumBatchedTokens = args.length > 4 ? args[4] : "0";
         int port = freePort();
-        ServiceConfig config = ServiceConfig.load(null, Map.of(), Map.of("model", model.toString(), "backend", "cpu",
+        Map<String, String> settings = new HashMap<>(Map.of("model", model.toString(), "backend", "cpu",
                 "port", Integer.toString(port), "max_batch_size", Integer.toString(streams),
-                "queue_limit", Integer.toString(streams), "http_instances", "2", "prefill_chunk_tokens", prefillChunk,
-                "max_num_batched_tokens", maxNumBatchedTokens));
+                "queue_limit", Integer.toString(streams), "http_instances", "2"));
+        for (int i = 3; i < args.length; i++) {
+            String[] keyValue = args[i].split("=", 2);
+            if (keyValue.length != 2) throw new IllegalArgumentException("expected key=value, got " + args[i]);
+            settings.put(keyValue[0], keyValue[1]);
+        }
+        ServiceConfig config = ServiceConfig.load(null, Map.of(), settings);
         System.err.printf("load: %d streams x %d tokens on %s, %d cores%n", streams, maxTokens, model,
                 Runtime.getRuntime().availableProcessors());
         DejavuServer server = DejavuServer.start(config, model.getFileName().toString());
@@ -102,7 +106,7 @@ public final class ServiceLoadBenchmark {
         try {
             warmUp(client, port, streams, maxTokens);
             System.err.println("load: the engine alone, same prompts, batch " + streams + ", " + maxTokens + " steps");
-            List<Double> alone = engineAlone(model, streams, maxTokens);
+            List<Double> alone = engineAlone(model, config.cpuThreads(), streams, maxTokens);
             System.err.println("load: measured round");
             long start = System.nanoTime();
             CpuUse before = CpuUse.now(serverThreads);
@@ -110,8 +114,9 @@ public final class ServiceLoadBenchmark {
             double wallSeconds = (System.nanoTime() - start) / 1e9;
             CpuUse used = CpuUse.now(serverThreads).minus(before);
             report(results, alone, wallSeconds, streams, maxTokens, model);
-            System.out.printf(Locale.ROOT, "prefill_chunk_tokens %d, max_num_batched_tokens %d%n",
-                    config.prefillChunkTokens(), config.maxNumBatchedTokens());
+            System.out.printf(Locale.ROOT, "prefill_chunk_tokens %d, max_num_batched_tokens %d, cpu_threads %d, "
+                            + "http_instances %d%n", config.prefillChunkTokens(), config.maxNumBatchedTokens(),
+                    config.cpuThreads(), config.httpInstances());
             System.out.printf(Locale.ROOT, "mean gap between engine steps (sampling, streaming, admission), whole run: %.1f ms%n",
                     meanGapMillis(port));
             System.out.printf(Locale.ROOT, "CPU seconds in the measured round (%.1f s wall x %d cores = %.1f): engine "
@@ -198,9 +203,10 @@ public final class ServiceLoadBenchmark {
      * batch of {@code streams} sequences, {@code steps} greedy decode steps, with nothing else in the process
      * working (the server's engine idles). Returns each decode step's milliseconds.
      */
-    private static List<Double> engineAlone(Path modelDir, int streams, int steps) {
+    private static List<Double> engineAlone(Path modelDir, int cpuThreads, int streams, int steps) {
         Tokenizer tokenizer = Tokenizer.load(modelDir);
-        try (OptModel model = OptModel.load(modelDir); Engine engine = EngineFactory.create("cpu", model)) {
+        try (OptModel model = OptModel.load(modelDir);
+             Engine engine = EngineFactory.create("cpu", cpuThreads, model, null)) {
             List<Sequence> sequences = new ArrayList<>();
             List<Step> prefill = new ArrayList<>();
             for (int i = 0; i < streams; i++) {
@@ -297,8 +303,18 @@ public final class ServiceLoadBenchmark {
                         + "%.2f all tokens, %.2f steady decode; p99 / p99 of the steps in the service: %.2f, %.2f "
                         + "(goal <= 1.2)%n", streams, percentile(itl, 99) / aloneP50, percentile(steadyItl, 99) / aloneP50,
                 percentile(itl, 99) / percentile(fullBatch, 99), percentile(steadyItl, 99) / percentile(steadySteps, 99)));
+        // The slowest steps set the p99 (every step makes a gap for each stream), so where they fall tells why.
+        out.append("engine alone, steps in order, ms: ").append(millisList(alone)).append('\n');
+        out.append("the first stream's steps in the service, in order, ms: ")
+                .append(millisList(results.getFirst().stepMillis)).append('\n');
         System.out.print(out);
         if (problems > 0) System.exit(1);
+    }
+
+    private static String millisList(List<Double> millis) {
+        StringBuilder list = new StringBuilder();
+        for (double ms : millis) list.append(list.isEmpty() ? "" : " ").append(String.format(Locale.ROOT, "%.1f", ms));
+        return list.toString();
     }
 
     private static Set<Long> vertxThreads() {
