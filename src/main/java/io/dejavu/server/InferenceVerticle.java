@@ -30,6 +30,7 @@ final class InferenceVerticle extends VerticleBase {
     private final EngineFactory.Maker engines;
     private final SparsitySetup sparsity;
     private volatile BatchScheduler scheduler;
+    private EventRelay relay;
     /** Sparse requests can run: the engine took the predictors. */
     private volatile boolean sparseAvailable;
     private volatile String failure;
@@ -59,9 +60,9 @@ final class InferenceVerticle extends VerticleBase {
             return Future.failedFuture(e);
         }
         EventBus eventBus = vertx.eventBus();
+        relay = new EventRelay(event -> eventBus.send(EngineClient.eventsAddress(event.requestId()), event));
         BatchScheduler batcher = new BatchScheduler(engine, tokenizer, config.maxBatchSize(), config.queueLimit(),
-                config.prefillChunkTokens(), config.maxNumBatchedTokens(),
-                event -> eventBus.send(EngineClient.eventsAddress(event.requestId()), event), metrics);
+                config.prefillChunkTokens(), config.maxNumBatchedTokens(), relay, metrics);
         eventBus.<GenerationRequest>consumer(EngineClient.GENERATE_ADDRESS, message -> {
             try {
                 message.reply(batcher.submit(message.body()));
@@ -117,6 +118,7 @@ final class InferenceVerticle extends VerticleBase {
                     return null;
                 }
             }
+            if (relay != null) relay.close();
             if (model != null) model.close();
             return null;
         }, false);
