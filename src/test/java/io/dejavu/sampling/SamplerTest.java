@@ -108,6 +108,25 @@ class SamplerTest {
         assertFalse(Arrays.equals(run(params, logits), run(params, logits)), "no seed: fresh randomness");
     }
 
+    /**
+     * Over a vocabulary of many draw blocks, frequencies follow the weights wherever the mass lies: the first id,
+     * a block's last id, the next block's first, and the vocabulary's last, with nothing drawn in between.
+     */
+    @Test
+    void drawsAcrossTheVocabularyFollowTheDistribution() {
+        float[] logits = new float[50272];
+        Arrays.fill(logits, -1e9f);
+        int[] ids = {0, 255, 256, 50264};
+        double[] shares = {0.1, 0.2, 0.3, 0.4};
+        for (int j = 0; j < ids.length; j++) logits[ids[j]] = (float) Math.log(shares[j]);
+        Sampler sampler = new Sampler(SamplingParams.defaults().withSeed(11L), 50265);
+        int draws = 40000;
+        int[] counts = new int[logits.length];
+        for (int i = 0; i < draws; i++) counts[sampler.sample(logits)]++;
+        for (int j = 0; j < ids.length; j++) assertEquals(shares[j], counts[ids[j]] / (double) draws, 0.01);
+        assertEquals(draws, Arrays.stream(ids).map(id -> counts[id]).sum());
+    }
+
     /** With no filter the draw skips the candidate lists; a min-p that keeps every token takes the general path. */
     @Test
     void theUnfilteredDrawGivesTheTokensOfTheGeneralPath() {
