@@ -57,7 +57,8 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, String h
     public ServiceConfig withPaths(Path model, Path webroot, String sparsity) {
         return new ServiceConfig(model, backend, cpuThreads, host, port, httpInstances, maxBatchSize, queueLimit,
                 maxPromptTokens, maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault,
-                sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot, shutdownGraceSeconds);
+                sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot,
+                shutdownGraceSeconds);
     }
 
     /** Where the server looks for its config file when none is given, relative to the working directory. */

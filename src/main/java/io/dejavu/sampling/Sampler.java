@@ -124,7 +124,7 @@ public final class Sampler {
 
     /** The largest value's index, ties to the lowest (NaN never wins, as with {@code >} one element at a time). */
     private static int argmax(float[] x, int n) {
-        // The maximum a vector at a time, then its first index: a third as long as comparing element by element.
+        // The maximum a vector at a time, then its first index; NaN anywhere falls back to the element-wise scan.
         int i = 0;
         FloatVector max = FloatVector.broadcast(SPECIES, Float.NEGATIVE_INFINITY);
         for (int bound = SPECIES.loopBound(n); i < bound; i += SPECIES.length()) {
@@ -162,7 +162,7 @@ public final class Sampler {
             float[] byId = weightsById();
             double total = weighAll(x, n, max, invTemperature, byId);
             // Nothing filters (the OpenAI defaults): draw from the weights as they are, skipping the candidate
-            // copies below. The sum and the draw run in id order as there, so a seed gives the same tokens.
+            // copies below. Both paths draw with drawIndex over the weights in id order: a seed gives the same tokens.
             if (topP >= 1 && params.minP() == 0) return drawIndex(byId, n);
             if (topP < 1) {
                 // Tokens lighter than (1 - topP) * total / n weigh less than (1 - topP) * total together, so the
