@@ -35,7 +35,8 @@ import java.util.Map;
  * recall MODEL PREDICTORS TEXT [TOKENS [RULE,...]]      per-layer recall of the active neurons, dense pass, for
  *                                                        each MLP rule (default 0: the file's)
  * union  MODEL PREDICTORS TEXT                          union size of decode batches of 1..16 sequences
- * oracle MODEL TEXT MLP_KEEP_SHARE HEADS_KEEP [TOKENS]  perplexity with exact top-k of the true activations
+ * oracle MODEL TEXT MLP_KEEP_SHARE HEADS_KEEP [TOKENS]  perplexity with exact top-k of the true activations;
+ *                                                        HEADS_KEEP as for sparse
  * sparse MODEL PREDICTORS TEXT RULE HEADS_KEEP [TOKENS] perplexity with the predictors and MLP rule RULE;
  *                                                        HEADS_KEEP one number for all layers or one per layer (a,b,..)
  * </pre>
@@ -62,8 +63,8 @@ public final class SparsityQuality {
                     args.length > 4 ? Integer.parseInt(args[4]) : Integer.MAX_VALUE,
                     (args.length > 5 ? args[5] : "0").split(","));
             case "union" -> union(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]));
-            case "oracle" -> oracle(Path.of(args[1]), Path.of(args[2]), Double.parseDouble(args[3]),
-                    Integer.parseInt(args[4]), args.length > 5 ? Integer.parseInt(args[5]) : Integer.MAX_VALUE);
+            case "oracle" -> oracle(Path.of(args[1]), Path.of(args[2]), Double.parseDouble(args[3]), args[4],
+                    args.length > 5 ? Integer.parseInt(args[5]) : Integer.MAX_VALUE);
             case "sparse" -> sparse(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]), args[4], args[5],
                     args.length > 6 ? Integer.parseInt(args[6]) : Integer.MAX_VALUE);
             default -> throw new IllegalArgumentException("unknown measurement " + args[0]);
@@ -104,7 +105,8 @@ public final class SparsityQuality {
         JsonNode cases = JSON.readTree(Files.readString(reference)).get("cases");
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
             OptConfig c = model.config();
-            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()), c.numAttentionHeads());
+            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()),
+                    perLayer(Integer.toString(c.numAttentionHeads()), c.numHiddenLayers()));
             int same = 0;
             for (JsonNode cs : cases) {
                 int[] prompt = JSON.treeToValue(cs.get("input_ids"), int[].class);
@@ -198,9 +200,7 @@ public final class SparsityQuality {
             OptConfig c = model.config();
             Predictors p = Predictors.read(predictorDir, c);
             int layers = c.numHiddenLayers();
-            int[] heads = new int[layers];
-            String[] keep = headsKeep.split(",");
-            for (int l = 0; l < layers; l++) heads[l] = Integer.parseInt(keep[keep.length == 1 ? 0 : l]);
+            int[] heads = perLayer(headsKeep, layers);
             Predictors chosen = mlpRule(p, predictorDir, recall).withOperatingPoint(null, heads);
             engine.attachPredictors(chosen);
             int[] ids = Tokenizer.load(modelDir).encode(Files.readString(text));
@@ -327,13 +327,25 @@ public final class SparsityQuality {
     }
 
     /** Perplexity when each token keeps exactly its top share of fc1 outputs and its top heads by output norm. */
-    private static void oracle(Path modelDir, Path text, double mlpKeep, int headsKeep, int maxTokens) throws IOException {
+    /** "N" for every layer, or one value per layer: "a,b,...". */
+    private static int[] perLayer(String values, int layers) {
+        String[] parts = values.split(",");
+        if (parts.length != 1 && parts.length != layers) {
+            throw new IllegalArgumentException("expected one value or " + layers + ", got " + values);
+        }
+        int[] out = new int[layers];
+        for (int l = 0; l < layers; l++) out[l] = Integer.parseInt(parts[parts.length == 1 ? 0 : l].strip());
+        return out;
+    }
+
+    private static void oracle(Path modelDir, Path text, double mlpKeep, String headsKeep, int maxTokens)
+            throws IOException {
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
             OptConfig c = model.config();
             int[] ids = Tokenizer.load(modelDir).encode(Files.readString(text));
             if (ids.length > maxTokens) ids = Arrays.copyOf(ids, maxTokens);
             int k = (int) Math.round(mlpKeep * c.ffnDim());
-            ForwardProbe probe = new OracleProbe(c, k, headsKeep);
+            ForwardProbe probe = new OracleProbe(c, k, perLayer(headsKeep, c.numHiddenLayers()));
             Engine probed = new ProbedEngine(engine, probe);
             PerplexityEvaluator.Result r = new PerplexityEvaluator(probed).evaluate(ids, (d, w, t, s) -> { });
             Map<String, Object> line = new LinkedHashMap<>();
@@ -345,8 +357,8 @@ public final class SparsityQuality {
         }
     }
 
-    /** Keeps, per token, the k largest fc1 outputs and the heads of largest output norm; zeroes the rest. */
-    private record OracleProbe(OptConfig c, int k, int headsKeep) implements ForwardProbe {
+    /** Keeps, per token, the k largest fc1 outputs and a layer's headsKeep heads of largest output norm. */
+    private record OracleProbe(OptConfig c, int k, int[] headsKeep) implements ForwardProbe {
         @Override
         public void mlpActivations(int layer, float[] f, int rows) {
             int ffn = c.ffnDim();
@@ -364,7 +376,7 @@ public final class SparsityQuality {
         @Override
         public void attentionOutput(int layer, float[] a, int rows) {
             int heads = c.numAttentionHeads(), hidden = c.hiddenSize(), dim = hidden / heads;
-            if (headsKeep >= heads) return;
+            if (headsKeep[layer] >= heads) return;
             float[] norms = new float[heads], scratch = new float[heads];
             int[] chosen = new int[heads];
             for (int t = 0; t < rows; t++) {
@@ -373,7 +385,7 @@ public final class SparsityQuality {
                     for (int i = 0; i < dim; i++) sum += a[t * hidden + h * dim + i] * a[t * hidden + h * dim + i];
                     norms[h] = (float) Math.sqrt(sum);
                 }
-                int count = TopK.select(norms, 0, heads, headsKeep, chosen, scratch);
+                int count = TopK.select(norms, 0, heads, headsKeep[layer], chosen, scratch);
                 boolean[] keep = new boolean[heads];
                 for (int i = 0; i < count; i++) keep[chosen[i]] = true;
                 for (int h = 0; h < heads; h++) {
