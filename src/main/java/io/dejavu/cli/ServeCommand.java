@@ -38,6 +38,8 @@ public final class ServeCommand implements Callable<Integer> {
     String model;
     @Option(names = "--backend", paramLabel = "cpu|cuda|auto", description = "engine backend; auto = cuda if available, else cpu")
     String backend;
+    @Option(names = "--cpu-threads", paramLabel = "N", description = "the CPU engine's threads; 0 = one per core")
+    String cpuThreads;
     @Option(names = "--host", paramLabel = "ADDR", description = "address to listen on")
     String host;
     @Option(names = "--port", paramLabel = "N", description = "port to listen on")
