@@ -33,8 +33,9 @@ import static jcuda.driver.JCudaDriver.*;
  * chunks) runs the linear layers as GEMV at up to 16 tokens (decode: bound by reading the weights once) and on
  * tensor cores above; a decode step of single tokens is captured once per batch size as a CUDA graph and replayed.
  *
- * <p>Deja Vu: with predictors ({@link DevicePredictors}), a decode step of up to {@value DevicePredictors#MAX_TOKENS}
- * sparse tokens computes only the union of its tokens' selected MLP neurons and attention heads: the fused sparse MLP
+ * <p>Deja Vu: with predictors ({@link DevicePredictors}), a decode step of up to {@link Options#sparseMaxTokens()}
+ * (by default {@value Options#DEFAULT_SPARSE_MAX_TOKENS}, at most {@value DevicePredictors#MAX_TOKENS}) sparse tokens
+ * computes only the union of its tokens' selected MLP neurons and attention heads: the fused sparse MLP
  * reads the selected rows of fc1 and of fc2 transposed; attention computes q, the attention and out_proj of the
  * selected heads only, and k and v of every head, so the KV cache stays exact for later tokens whatever they select.
  * The predictions for layer l + 1 run on a side stream while layer l runs. A pass with any dense or multi-token step
@@ -61,48 +62,64 @@ public final class CudaEngine implements Engine {
      */
     public record Options(int device, long kvCacheBytes, double kvCacheFraction, int maxBatchTokens,
                           int maxLogitRows, boolean cudaGraphs, boolean poison, boolean dependentLaunch,
-                          boolean wgmma) {
+                          boolean wgmma, int sparseMaxTokens) {
+        /**
+         * Sparse decode steps of more tokens run dense: with the unions of real text, sparse decode is faster than
+         * dense up to 8 tokens and slower at 16 at the opt-6.7b and opt-13b shapes (docs/BENCHMARKS.md).
+         */
+        public static final int DEFAULT_SPARSE_MAX_TOKENS = 8;
+
         public Options {
             if (maxBatchTokens < 1) throw new IllegalArgumentException("maxBatchTokens must be >= 1");
             if (maxLogitRows < 1) throw new IllegalArgumentException("maxLogitRows must be >= 1");
+            if (sparseMaxTokens < 0 || sparseMaxTokens > DevicePredictors.MAX_TOKENS) {
+                throw new IllegalArgumentException("sparseMaxTokens must be in [0, " + DevicePredictors.MAX_TOKENS
+                        + "], was " + sparseMaxTokens);
+            }
             if (!(kvCacheFraction > 0 && kvCacheFraction <= 0.98)) {
                 throw new IllegalArgumentException("kvCacheFraction must be in (0, 0.98]");
             }
         }
 
         public static Options defaults() {
-            return new Options(0, 0, 0.9, 2048, 256, true, false, false, true);
+            return new Options(0, 0, 0.9, 2048, 256, true, false, false, true, DEFAULT_SPARSE_MAX_TOKENS);
         }
 
         public Options withKvCacheBytes(long bytes) {
             return new Options(device, bytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
-                    dependentLaunch, wgmma);
+                    dependentLaunch, wgmma, sparseMaxTokens);
         }
 
         public Options withPoison(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, value,
-                    dependentLaunch, wgmma);
+                    dependentLaunch, wgmma, sparseMaxTokens);
         }
 
         public Options withCudaGraphs(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, value, poison,
-                    dependentLaunch, wgmma);
+                    dependentLaunch, wgmma, sparseMaxTokens);
         }
 
         public Options withDependentLaunch(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
-                    value, wgmma);
+                    value, wgmma, sparseMaxTokens);
         }
 
         /** Whether prefill may use the Hopper GEMM (when the loaded kernels have it); false: the wmma GEMM. */
         public Options withWgmma(boolean value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
-                    dependentLaunch, value);
+                    dependentLaunch, value, sparseMaxTokens);
+        }
+
+        /** The most tokens a decode step may have to run sparse; 0 = never sparse. */
+        public Options withSparseMaxTokens(int value) {
+            return new Options(device, kvCacheBytes, kvCacheFraction, maxBatchTokens, maxLogitRows, cudaGraphs, poison,
+                    dependentLaunch, wgmma, value);
         }
 
         public Options withMaxBatchTokens(int value) {
             return new Options(device, kvCacheBytes, kvCacheFraction, value, maxLogitRows, cudaGraphs, poison,
-                    dependentLaunch, wgmma);
+                    dependentLaunch, wgmma, sparseMaxTokens);
         }
     }
 
@@ -529,7 +546,7 @@ public final class CudaEngine implements Engine {
         }
         // The sparse MLP keeps its fp32 ReLU outputs in the ffn buffer (sized for maxTokens fp16 rows).
         boolean sparse = predictors != null && decode && allSparse
-                && t <= Math.min(DevicePredictors.MAX_TOKENS, maxTokens / 2);
+                && t <= Math.min(options.sparseMaxTokens(), maxTokens / 2);
         int s = pieces.size();
         // Metadata, one upload: tokens, positions, slots, query's sequence, query's context, logit rows [T each],
         // block tables [S][maxBlocks], token choices [R][4].

@@ -175,6 +175,38 @@ class CudaSparseTest {
         }
     }
 
+    /**
+     * Past Options.sparseMaxTokens (8 by default) a decode step of sparse tokens runs dense, since its union is then
+     * nearly dense and the sparse step slower; a larger limit lets the same batch run sparse.
+     */
+    @Test
+    void largerBatchesRunDenseUnlessTheLimitAllowsThem() {
+        try (OptModel model = OptModel.load(DEMO)) {
+            OptConfig c = model.config();
+            Predictors p = Predictors.read(DEMO.resolve(Predictors.MODEL_SUBDIRECTORY), c);
+            int batch = CudaEngine.Options.DEFAULT_SPARSE_MAX_TOKENS + 1;
+            for (int limit : new int[]{CudaEngine.Options.DEFAULT_SPARSE_MAX_TOKENS, DevicePredictors.MAX_TOKENS}) {
+                CudaEngine.Options options = CudaEngine.Options.defaults().withKvCacheBytes(64L << 20)
+                        .withSparseMaxTokens(limit);
+                try (CudaEngine gpu = CudaEngine.load(model, options, p)) {
+                    List<Sequence> seqs = new ArrayList<>();
+                    List<Step> decode = new ArrayList<>();
+                    for (int i = 0; i < batch; i++) {
+                        Sequence s = gpu.newSequence();
+                        gpu.forward(List.of(Step.last(s, PROMPTS[i % PROMPTS.length])));
+                        seqs.add(s);
+                        decode.add(new Step(s, new int[]{700 + i}, false, true));
+                    }
+                    gpu.forward(decode);
+                    double least = Arrays.stream(gpu.lastStepSparsity().mlpComputed()).min().orElseThrow();
+                    seqs.forEach(Sequence::close);
+                    if (limit < batch) assertEquals(1.0, least, 1e-9, "a batch of " + batch + " ran dense");
+                    else assertTrue(least < 1.0, "with limit " + limit + " the batch of " + batch + " ran sparse");
+                }
+            }
+        }
+    }
+
     private static LowRankPredictor zero(int in, int out) {
         return new LowRankPredictor(in, 8, out, new float[8 * in], new float[out * 8]);
     }
