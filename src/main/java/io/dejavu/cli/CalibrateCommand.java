@@ -27,7 +27,7 @@ public final class CalibrateCommand implements Callable<Integer> {
     Path text;
     @Option(names = "--out", paramLabel = "DIR", description = "Where to write the predictors (default: MODEL_DIR/dejavu).")
     Path out;
-    @Option(names = "--rank", paramLabel = "R", description = "Predictor width r (default: 3/8 of the hidden size, a multiple of 8, at most 512).")
+    @Option(names = "--rank", paramLabel = "R", description = "Predictor width r (default: half the hidden size, a multiple of 8, at most 512).")
     int rank;
     @Option(names = "--epochs", paramLabel = "N", description = "Training epochs per predictor (default: ${DEFAULT-VALUE}).")
     int epochs = Calibrator.Options.defaults().epochs();
