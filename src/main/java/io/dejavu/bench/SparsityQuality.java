@@ -105,8 +105,9 @@ public final class SparsityQuality {
         JsonNode cases = JSON.readTree(Files.readString(reference)).get("cases");
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
             OptConfig c = model.config();
-            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()),
-                    perLayer(Integer.toString(c.numAttentionHeads()), c.numHiddenLayers()));
+            int[] everyHead = new int[c.numHiddenLayers()];
+            Arrays.fill(everyHead, c.numAttentionHeads());
+            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()), everyHead);
             int same = 0;
             for (JsonNode cs : cases) {
                 int[] prompt = JSON.treeToValue(cs.get("input_ids"), int[].class);
@@ -326,7 +327,6 @@ public final class SparsityQuality {
         }
     }
 
-    /** Perplexity when each token keeps exactly its top share of fc1 outputs and its top heads by output norm. */
     /** "N" for every layer, or one value per layer: "a,b,...". */
     private static int[] perLayer(String values, int layers) {
         String[] parts = values.split(",");
@@ -338,6 +338,7 @@ public final class SparsityQuality {
         return out;
     }
 
+    /** Perplexity when each token keeps exactly its top share of fc1 outputs and its top heads by output norm. */
     private static void oracle(Path modelDir, Path text, double mlpKeep, String headsKeep, int maxTokens)
             throws IOException {
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
