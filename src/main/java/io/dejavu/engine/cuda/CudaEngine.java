@@ -65,7 +65,7 @@ public final class CudaEngine implements Engine {
                           boolean wgmma, int sparseMaxTokens) {
         /**
          * Sparse decode steps of more tokens run dense: with the unions of real text, sparse decode is faster than
-         * dense up to 8 tokens and slower at 16 at the opt-6.7b and opt-13b shapes (docs/BENCHMARKS.md).
+         * dense up to 8 tokens and slower from 9 at the opt-6.7b and opt-13b shapes (docs/BENCHMARKS.md).
          */
         public static final int DEFAULT_SPARSE_MAX_TOKENS = 8;
 
