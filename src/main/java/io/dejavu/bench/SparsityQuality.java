@@ -12,6 +12,7 @@ import io.dejavu.engine.cpu.SparsityStats;
 import io.dejavu.eval.PerplexityEvaluator;
 import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
+import io.dejavu.sparsity.HeadContributions;
 import io.dejavu.sparsity.LowRankPredictor;
 import io.dejavu.sparsity.PredictorInput;
 import io.dejavu.sparsity.Predictors;
@@ -35,8 +36,11 @@ import java.util.Map;
  * recall MODEL PREDICTORS TEXT [TOKENS [RULE,...]]      per-layer recall of the active neurons, dense pass, for
  *                                                        each MLP rule (default 0: the file's)
  * union  MODEL PREDICTORS TEXT                          union size of decode batches of 1..16 sequences
- * oracle MODEL TEXT MLP_KEEP_SHARE HEADS_KEEP [TOKENS]  perplexity with exact top-k of the true activations;
- *                                                        HEADS_KEEP as for sparse
+ * oracle MODEL TEXT MLP_KEEP_SHARE HEADS_KEEP [TOKENS [HEADS_BY]]  perplexity with exact top-k of the true
+ *                                                        activations; HEADS_KEEP as for sparse; heads ranked by
+ *                                                        their output's norm (output, the default: the issue's
+ *                                                        oracle) or by their contribution after out_proj
+ *                                                        (contribution: what calibration labels by)
  * sparse MODEL PREDICTORS TEXT RULE HEADS_KEEP [TOKENS] perplexity with the predictors and MLP rule RULE;
  *                                                        HEADS_KEEP one number for all layers or one per layer (a,b,..)
  * </pre>
@@ -64,7 +68,8 @@ public final class SparsityQuality {
                     (args.length > 5 ? args[5] : "0").split(","));
             case "union" -> union(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]));
             case "oracle" -> oracle(Path.of(args[1]), Path.of(args[2]), Double.parseDouble(args[3]), args[4],
-                    args.length > 5 ? Integer.parseInt(args[5]) : Integer.MAX_VALUE);
+                    args.length > 5 ? Integer.parseInt(args[5]) : Integer.MAX_VALUE,
+                    args.length > 6 ? args[6] : "output");
             case "sparse" -> sparse(Path.of(args[1]), Path.of(args[2]), Path.of(args[3]), args[4], args[5],
                     args.length > 6 ? Integer.parseInt(args[6]) : Integer.MAX_VALUE);
             default -> throw new IllegalArgumentException("unknown measurement " + args[0]);
@@ -107,7 +112,7 @@ public final class SparsityQuality {
             OptConfig c = model.config();
             int[] everyHead = new int[c.numHiddenLayers()];
             Arrays.fill(everyHead, c.numAttentionHeads());
-            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()), everyHead);
+            ForwardProbe oracle = new OracleProbe(c, (int) Math.round(mlpKeep * c.ffnDim()), everyHead, null);
             int same = 0;
             for (JsonNode cs : cases) {
                 int[] prompt = JSON.treeToValue(cs.get("input_ids"), int[].class);
@@ -338,15 +343,22 @@ public final class SparsityQuality {
         return out;
     }
 
-    /** Perplexity when each token keeps exactly its top share of fc1 outputs and its top heads by output norm. */
-    private static void oracle(Path modelDir, Path text, double mlpKeep, String headsKeep, int maxTokens)
-            throws IOException {
+    /**
+     * Perplexity when each token keeps exactly its top share of fc1 outputs and its top heads by output norm
+     * ({@code headsBy} "output") or by contribution ("contribution", {@link HeadContributions}).
+     */
+    private static void oracle(Path modelDir, Path text, double mlpKeep, String headsKeep, int maxTokens,
+                               String headsBy) throws IOException {
+        if (!headsBy.equals("output") && !headsBy.equals("contribution")) {
+            throw new IllegalArgumentException("heads are ranked by output or contribution, not " + headsBy);
+        }
         try (OptModel model = OptModel.load(modelDir); CpuEngine engine = new CpuEngine(model)) {
             OptConfig c = model.config();
             int[] ids = Tokenizer.load(modelDir).encode(Files.readString(text));
             if (ids.length > maxTokens) ids = Arrays.copyOf(ids, maxTokens);
             int k = (int) Math.round(mlpKeep * c.ffnDim());
-            ForwardProbe probe = new OracleProbe(c, k, perLayer(headsKeep, c.numHiddenLayers()));
+            ForwardProbe probe = new OracleProbe(c, k, perLayer(headsKeep, c.numHiddenLayers()),
+                    headsBy.equals("contribution") ? new HeadContributions(model) : null);
             Engine probed = new ProbedEngine(engine, probe);
             PerplexityEvaluator.Result r = new PerplexityEvaluator(probed).evaluate(ids, (d, w, t, s) -> { });
             Map<String, Object> line = new LinkedHashMap<>();
@@ -354,12 +366,17 @@ public final class SparsityQuality {
             line.put("perplexity", r.perplexity());
             line.put("mlp_keep", mlpKeep);
             line.put("heads_keep", headsKeep);
+            line.put("heads_by", headsBy);
             System.out.println(JSON.writeValueAsString(line));
         }
     }
 
-    /** Keeps, per token, the k largest fc1 outputs and a layer's headsKeep heads of largest output norm. */
-    private record OracleProbe(OptConfig c, int k, int[] headsKeep) implements ForwardProbe {
+    /**
+     * Keeps, per token, the k largest fc1 outputs and a layer's headsKeep heads of largest output norm, or of largest
+     * contribution where {@code contributions} is given.
+     */
+    private record OracleProbe(OptConfig c, int k, int[] headsKeep, HeadContributions contributions)
+            implements ForwardProbe {
         @Override
         public void mlpActivations(int layer, float[] f, int rows) {
             int ffn = c.ffnDim();
@@ -381,10 +398,14 @@ public final class SparsityQuality {
             float[] norms = new float[heads], scratch = new float[heads];
             int[] chosen = new int[heads];
             for (int t = 0; t < rows; t++) {
-                for (int h = 0; h < heads; h++) {
-                    double sum = 0;
-                    for (int i = 0; i < dim; i++) sum += a[t * hidden + h * dim + i] * a[t * hidden + h * dim + i];
-                    norms[h] = (float) Math.sqrt(sum);
+                if (contributions != null) {
+                    contributions.of(layer, a, t * hidden, norms, 0);
+                } else {
+                    for (int h = 0; h < heads; h++) {
+                        double sum = 0;
+                        for (int i = 0; i < dim; i++) sum += a[t * hidden + h * dim + i] * a[t * hidden + h * dim + i];
+                        norms[h] = (float) Math.sqrt(sum);
+                    }
                 }
                 int count = TopK.select(norms, 0, heads, headsKeep[layer], chosen, scratch);
                 boolean[] keep = new boolean[heads];

@@ -5,8 +5,8 @@ import io.dejavu.engine.cpu.ForwardProbe;
 /**
  * What calibration records from the dense model, per layer and token: the residual stream entering the layer and
  * entering its MLP block (both standardised, as predictors read them), which
- * fc1 neurons are active (output > 0 after ReLU) and the L2 norm of each head's attention output. Filled window by
- * window through {@link #probe(int)}.
+ * fc1 neurons are active (output > 0 after ReLU) and how much each head adds to the residual stream
+ * ({@link HeadContributions}). Filled window by window through {@link #probe(int)}.
  */
 public final class CalibrationData implements ForwardProbe {
     final int tokens, hidden, ffn, heads, layers;
@@ -15,13 +15,15 @@ public final class CalibrationData implements ForwardProbe {
     /** Per layer: tokens x hidden, the residual stream entering the MLP block. */
     final float[][] mlpInputs;
     final LabelMatrix[] active;
-    /** Per layer: tokens x heads. */
+    /** Per layer: tokens x heads, each head's contribution norm. */
     final float[][] headNorms;
+    private final HeadContributions contributions;
     /** Per token: the window it came from (validation is whole windows). */
     final int[] window;
     private int base, rows;
 
-    CalibrationData(int tokens, int layers, int hidden, int ffn, int heads) {
+    CalibrationData(int tokens, int layers, int hidden, int ffn, int heads, HeadContributions contributions) {
+        this.contributions = contributions;
         this.tokens = tokens;
         this.layers = layers;
         this.hidden = hidden;
@@ -64,13 +66,7 @@ public final class CalibrationData implements ForwardProbe {
 
     @Override
     public void attentionOutput(int layer, float[] a, int n) {
-        int headDim = hidden / heads;
-        for (int t = 0; t < rows; t++) {
-            for (int hd = 0; hd < heads; hd++) {
-                int o = t * hidden + hd * headDim;
-                headNorms[layer][(base + t) * heads + hd] = (float) Math.sqrt(Vectors.dot(a, o, a, o, headDim));
-            }
-        }
+        for (int t = 0; t < rows; t++) contributions.of(layer, a, t * hidden, headNorms[layer], (base + t) * heads);
     }
 
     @Override
@@ -81,7 +77,7 @@ public final class CalibrationData implements ForwardProbe {
         }
     }
 
-    /** Labels "among the {@code keep} heads of largest output norm" for layer {@code layer}. */
+    /** Labels "among the {@code keep} heads of largest contribution" for layer {@code layer}. */
     LabelMatrix topHeads(int layer, int keep) {
         LabelMatrix m = new LabelMatrix(tokens, heads);
         int[] chosen = new int[heads];

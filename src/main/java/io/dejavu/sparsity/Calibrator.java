@@ -193,7 +193,7 @@ public final class Calibrator {
         List<int[]> windows = windows(c, ids);
         int rows = ids.length + windows.size();
         CalibrationData data = new CalibrationData(rows, c.numHiddenLayers(), c.hiddenSize(), c.ffnDim(),
-                c.numAttentionHeads());
+                c.numAttentionHeads(), new HeadContributions(model));
         Progress progress = new Progress(log, "collect", rows);
         try (CpuEngine engine = new CpuEngine(model, threads)) {
             int base = 0;
@@ -229,8 +229,8 @@ public final class Calibrator {
     }
 
     /**
-     * Element k-1: the share of the true top-k heads (by output norm) that the predictor's top-k holds, averaged over
-     * the tokens, for k = 1..heads.
+     * Element k-1: the share of the true top-k heads (by contribution, {@link HeadContributions}) that the
+     * predictor's top-k holds, averaged over the tokens, for k = 1..heads.
      */
     static double[] headOverlap(LowRankPredictor p, float[] inputs, CalibrationData data, int layer, int[] rows) {
         int heads = data.heads;
