@@ -7,8 +7,9 @@ import io.dejavu.model.OptModel;
  * How much each attention head adds to the residual stream for a token: the L2 norm of its output after its columns
  * of out_proj, ||W_h o_h|| (W_h: out_proj's d columns of head h, o_h: the head's d attention outputs). This is the
  * head importance calibration labels by and the head oracle keeps. The norm of o_h alone ignores that out_proj scales
- * heads differently: on opt-mini, predictors trained on it stayed 1.5-9 points of perplexity behind the output-norm
- * oracle at 25-50% of heads skipped, and 0.2-1.5 points with these labels (docs/SPARSITY.md).
+ * heads differently: on opt-mini, at 25-50% of heads skipped and the same count in every layer, predictors trained on
+ * it stayed 1.9-9.2 points of perplexity behind the output-norm oracle, and 1.3-1.5 points with these labels
+ * (docs/SPARSITY.md).
  *
  * <p>Computed as sqrt(o_h^T G_h o_h) with G_h = W_h^T W_h (d x d) made once per layer and head, so a token costs d^2
  * multiply-adds a head rather than hidden x d.
