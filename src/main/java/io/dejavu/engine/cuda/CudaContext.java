@@ -85,13 +85,14 @@ final class CudaContext implements AutoCloseable {
         return d;
     }
 
-    /**
-     * Launches kernels with programmatic dependent launch where the GPU (compute capability 9.0+) and the driver
-     * support it; returns whether it is on.
-     */
-    boolean useDependentLaunch(boolean wanted) {
-        dependentLaunch = wanted && computeMajor >= 9 && DependentLaunch.available();
-        return dependentLaunch;
+    /** Whether the GPU (compute capability 9.0+) and the driver support programmatic dependent launch. */
+    boolean canLaunchDependent() {
+        return computeMajor >= 9 && DependentLaunch.available();
+    }
+
+    /** Launches kernels with programmatic dependent launch from now on, where {@link #canLaunchDependent} says so. */
+    void useDependentLaunch(boolean wanted) {
+        dependentLaunch = wanted && canLaunchDependent();
     }
 
     /** Why CUDA cannot be used here, or null when it can (loads the driver but creates no context). */

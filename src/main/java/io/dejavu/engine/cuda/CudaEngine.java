@@ -54,9 +54,9 @@ public final class CudaEngine implements Engine {
      * @param cudaGraphs      capture and replay decode steps
      * @param poison          fill scratch buffers with NaN before each pass (tests: a kernel that skips an output
      *                        shows)
-     * @param dependentLaunch let each kernel start while its predecessor drains (programmatic dependent launch,
-     *                        Hopper and newer); off by default: on an H100 it did not shorten a decode step
-     *                        (docs/BENCHMARKS.md)
+     * @param dependentLaunch capture each decode graph also with programmatic dependent launch (each kernel may
+     *                        start while its predecessor drains; Hopper and newer) and keep the faster of the two
+     *                        (on by default: it depends on the shapes, docs/BENCHMARKS.md); off: plain launches
      * @param wgmma           prefill GEMMs on Hopper's warpgroup MMA where the loaded kernels have it (on by
      *                        default); off: the wmma GEMM every GPU from sm_80 runs
      */
@@ -82,7 +82,7 @@ public final class CudaEngine implements Engine {
         }
 
         public static Options defaults() {
-            return new Options(0, 0, 0.9, 2048, 256, true, false, false, true, DEFAULT_SPARSE_MAX_TOKENS);
+            return new Options(0, 0, 0.9, 2048, 256, true, false, true, true, DEFAULT_SPARSE_MAX_TOKENS);
         }
 
         public Options withKvCacheBytes(long bytes) {
@@ -141,6 +141,8 @@ public final class CudaEngine implements Engine {
     private final Pointer hostMetaPtr = new Pointer(), hostLogitsPtr = new Pointer();
     private final ByteBuffer hostMeta, hostLogits;
     private final Map<Integer, CUgraphExec> graphs = new HashMap<>();
+    /** Per graph key (as graphs): what {@link #fasterGraph} found. */
+    private final Map<Integer, LaunchTuning> launchTunings = new HashMap<>();
     /** Null without predictors. */
     private final DevicePredictors predictors;
     private final Pointer hostCountsPtr = new Pointer();
@@ -160,7 +162,6 @@ public final class CudaEngine implements Engine {
         this.weights = weights;
         this.config = weights.config;
         this.options = options;
-        cuda.useDependentLaunch(options.dependentLaunch());
         h = config.hiddenSize();
         f = config.ffnDim();
         p = config.wordEmbedProjDim();
@@ -332,6 +333,7 @@ public final class CudaEngine implements Engine {
         cuda.makeCurrent();
         for (CUgraphExec g : graphs.values()) cuGraphExecDestroy(g);
         graphs.clear();
+        launchTunings.clear();
     }
 
     @Override
@@ -357,6 +359,65 @@ public final class CudaEngine implements Engine {
         return cuda.stopProfile();
     }
 
+    /** The pass whose metadata is on the device, captured as a graph, its kernels launched dependently or not. */
+    private CUgraphExec capture(int t, int s, int r, boolean sparse, boolean dependent) {
+        cuda.useDependentLaunch(dependent);
+        cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+        CUgraph captured = new CUgraph();
+        try {
+            encode(t, s, r, kernels.attentionSplits(attentionKernel, t, heads), 0, sparse);
+        } catch (RuntimeException e) {
+            try {
+                cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
+            } catch (RuntimeException ignored) {
+                e.addSuppressed(ignored);
+            }
+            throw e;
+        } finally {
+            cuda.useDependentLaunch(false);
+        }
+        cuStreamEndCapture(cuda.stream(), captured);
+        CUgraphExec graph = new CUgraphExec();
+        cuGraphInstantiate(graph, captured, 0);
+        cuGraphUpload(graph, cuda.stream());  // so that the first replay does not pay for it
+        cuGraphDestroy(captured);
+        return graph;
+    }
+
+    /**
+     * The pass captured twice, with and without programmatic dependent launch, keeping whichever replays faster
+     * (alternated, {@link #TUNING_ROUNDS} rounds of {@link #TUNING_REPLAYS}). Which is faster depends on the shapes:
+     * on an H200 the dependent launch made opt-6.7b's batch-1 step 2.8% faster and opt-13b's 6% slower
+     * (docs/BENCHMARKS.md). Replaying recomputes the same pass: its cache slots get the same values again. The first
+     * step of each batch size pays for it: a second capture and 16 replays.
+     */
+    private CUgraphExec fasterGraph(int key, int t, int s, int r, boolean sparse) {
+        CUgraphExec plain = capture(t, s, r, sparse, false), dependent = capture(t, s, r, sparse, true);
+        double plainMs = 0, dependentMs = 0;
+        for (int round = 0; round < TUNING_ROUNDS; round++) {
+            plainMs += replayMs(plain, TUNING_REPLAYS);
+            dependentMs += replayMs(dependent, TUNING_REPLAYS);
+        }
+        boolean faster = dependentMs < plainMs;
+        cuGraphExecDestroy(faster ? plain : dependent);
+        launchTunings.put(key, new LaunchTuning(faster, dependentMs / TUNING_ROUNDS, plainMs / TUNING_ROUNDS));
+        return faster ? dependent : plain;
+    }
+
+    private static final int TUNING_ROUNDS = 2, TUNING_REPLAYS = 4;
+
+    /**
+     * Which launch a decode graph kept: {@code dependent} when programmatic dependent launch replayed faster, with
+     * the mean replay times of both ways (ms).
+     */
+    public record LaunchTuning(boolean dependent, double dependentMs, double plainMs) {
+    }
+
+    /** The launch tuning of the dense decode graph of {@code tokens} tokens; null when none was tuned. */
+    public LaunchTuning launchTuning(int tokens) {
+        return launchTunings.get(tokens);
+    }
+
     /**
      * GPU time of one decode step of {@code batch} sequences: its captured graph (the last step's metadata) replayed
      * {@code reps} times back to back, so no host work sits between replays. Rewrites the last step's cache slots
@@ -366,6 +427,11 @@ public final class CudaEngine implements Engine {
         CUgraphExec graph = graphs.get(batch);
         if (graph == null) return null;
         cuda.makeCurrent();
+        return replayMs(graph, reps);
+    }
+
+    /** Mean ms of {@code reps} back-to-back replays of a graph, after one unmeasured. */
+    private double replayMs(CUgraphExec graph, int reps) {
         jcuda.driver.CUevent start = new jcuda.driver.CUevent(), stop = new jcuda.driver.CUevent();
         cuEventCreate(start, 0);
         cuEventCreate(stop, 0);
@@ -605,23 +671,8 @@ public final class CudaEngine implements Engine {
             int key = sparse ? -t : t;
             CUgraphExec graph = graphs.get(key);
             if (graph == null) {
-                cuStreamBeginCapture(cuda.stream(), CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
-                CUgraph captured = new CUgraph();
-                try {
-                    encode(t, s, r, kernels.attentionSplits(attentionKernel, t, heads), 0, sparse);
-                } catch (RuntimeException e) {
-                    try {
-                        cuStreamEndCapture(cuda.stream(), captured);  // leave the stream usable
-                    } catch (RuntimeException ignored) {
-                        e.addSuppressed(ignored);
-                    }
-                    throw e;
-                }
-                cuStreamEndCapture(cuda.stream(), captured);
-                graph = new CUgraphExec();
-                cuGraphInstantiate(graph, captured, 0);
-                cuGraphUpload(graph, cuda.stream());  // so that the first replay does not pay for it
-                cuGraphDestroy(captured);
+                graph = options.dependentLaunch() && cuda.canLaunchDependent() ? fasterGraph(key, t, s, r, sparse)
+                        : capture(t, s, r, sparse, false);
                 graphs.put(key, graph);
             }
             cuGraphLaunch(graph, cuda.stream());

@@ -12,17 +12,19 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The engine's independent paths agree on a random model with a realistic head width (64, and 128 for the
  * attention): the tiled tensor-core prefill attention against the split decode attention (the same prompt fed in
- * passes of at most 64 tokens), the
- * Hopper prefill GEMM against the wmma one, and
- * batches of 2 and 16 sequences decoded together (GEMV over 2 tokens with the LayerNorm fused; over 16 after a
- * LayerNorm kernel; one graph) against each alone (one-token GEMV with the LayerNorm fused, its own graph).
+ * passes of at most 64 tokens), the Hopper prefill GEMM against the wmma one, decode graphs tuned for their launches
+ * against plain ones, and batches of 2 and 16 sequences decoded together (GEMV over 2 tokens with the LayerNorm fused;
+ * over 16 after a LayerNorm kernel; one graph) against each alone (one-token GEMV with the LayerNorm fused, its own
+ * graph).
  */
 class CudaEngineConsistencyTest {
     static final OptConfig SHAPE = shape(4);
@@ -102,6 +104,40 @@ class CudaEngineConsistencyTest {
         }
     }
 
+    /**
+     * A decode graph tuned for its launches (captured with and without programmatic dependent launch, both replayed
+     * to time them, the faster kept) gives the logits of plain launches bit for bit, and says what it chose.
+     */
+    @Test
+    void launchTuningLeavesTheLogitsAsTheyWere() {
+        int[] prompt = tokens(9, 5);
+        float[][] plain;
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults().withDependentLaunch(false))) {
+            plain = greedyLogits(engine, prompt, 8);
+            assertNull(engine.launchTuning(1), "plain launches were asked for");
+        }
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults())) {
+            float[][] tuned = greedyLogits(engine, prompt, 8);
+            for (int i = 0; i < plain.length; i++) assertArrayEquals(plain[i], tuned[i], "step " + i);
+            CudaEngine.LaunchTuning tuning = engine.launchTuning(1);
+            assumeTrue(tuning != null, "this GPU or driver has no programmatic dependent launch");
+            assertTrue(tuning.dependentMs() > 0 && tuning.plainMs() > 0, tuning.toString());
+            assertEquals(tuning.dependentMs() < tuning.plainMs(), tuning.dependent(), tuning.toString());
+        }
+    }
+
+    /** The prompt's last logits, then those of {@code steps} greedy decode steps (each one token: the graph path). */
+    private static float[][] greedyLogits(CudaEngine engine, int[] prompt, int steps) {
+        try (Sequence seq = engine.newSequence()) {
+            float[][] trace = new float[steps + 1][];
+            trace[0] = engine.forward(List.of(Step.last(seq, prompt))).get(0)[0];
+            for (int i = 1; i <= steps; i++) {
+                trace[i] = engine.forward(List.of(Step.last(seq, Gpu.argmax(trace[i - 1])))).get(0)[0];
+            }
+            return trace;
+        }
+    }
+
     /** 2 tokens: the GEMV with the LayerNorm fused for both rows; 16: the tensor-core GEMV after a LayerNorm kernel. */
     @ParameterizedTest(name = "batch of {0}")
     @ValueSource(ints = {2, 16})
@@ -112,14 +148,7 @@ class CudaEngineConsistencyTest {
         try (CudaEngine engine = engine(2048)) {
             List<float[][]> alone = new ArrayList<>();
             for (int[] prompt : prompts) {
-                try (Sequence seq = engine.newSequence()) {
-                    float[][] trace = new float[steps + 1][];
-                    trace[0] = engine.forward(List.of(Step.last(seq, prompt))).get(0)[0];
-                    for (int i = 1; i <= steps; i++) {
-                        trace[i] = engine.forward(List.of(Step.last(seq, Gpu.argmax(trace[i - 1])))).get(0)[0];
-                    }
-                    alone.add(trace);
-                }
+                alone.add(greedyLogits(engine, prompt, steps));
             }
             List<Sequence> seqs = new ArrayList<>();
             List<Step> first = new ArrayList<>();
