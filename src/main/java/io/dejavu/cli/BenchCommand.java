@@ -60,8 +60,8 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--profile", description = "cuda: also time each kernel of one decode step (and one prefill).")
     boolean profile;
 
-    @Option(names = "--dependent-launch", description = "cuda: launch kernels with programmatic dependent launch (Hopper).")
-    boolean dependentLaunch;
+    @Option(names = "--no-dependent-launch", description = "cuda: plain launches only (by default each decode graph is also captured with programmatic dependent launch, and the faster kept).")
+    boolean noDependentLaunch;
 
     @Option(names = "--sparse", description = "cuda: Deja Vu decoding with random predictors, next to dense decoding of the same engine.")
     boolean sparse;

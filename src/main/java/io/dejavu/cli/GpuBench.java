@@ -49,7 +49,7 @@ final class GpuBench {
             }
             for (int batch : batches) {
                 System.out.print(CudaBenchmark.run(o.shape, config, batch, promptLen, o.genLen, o.seed, o.profile,
-                        o.dependentLaunch).table());
+                        !o.noDependentLaunch).table());
             }
             return 0;
         } catch (GpuOutOfMemoryException e) {

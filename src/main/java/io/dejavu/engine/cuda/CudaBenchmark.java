@@ -10,6 +10,7 @@ import jcuda.driver.CUevent;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
+import java.util.Locale;
 import java.util.Random;
 
 import static jcuda.driver.JCudaDriver.*;
@@ -42,7 +43,7 @@ public final class CudaBenchmark {
     }
 
     /** What one run measured. */
-    public record Result(String device, String shape, boolean dependentLaunch, int batch, int promptLen, int genLen, double prefillMs,
+    public record Result(String device, String shape, CudaEngine.LaunchTuning launch, int batch, int promptLen, int genLen, double prefillMs,
                          String prefillGemm, double wmmaPrefillMs, double decodeStepMs, double graphStepMs,
                          double weightGb, double copyGbPerS) {
         public double tokensPerSecond() {
@@ -57,22 +58,34 @@ public final class CudaBenchmark {
             return weightGb / copyGbPerS * 1000;
         }
 
+        /** Which launches the decode graph kept, and how fast each replayed; null launch: not tuned. */
+        private String launchDescription() {
+            return launch == null ? "plain launches (not tuned)" : String.format(Locale.ROOT,
+                    "%s launches (replays: dependent %.3f ms, plain %.3f ms)", launchKind(), launch.dependentMs(),
+                    launch.plainMs());
+        }
+
+        private String launchKind() {
+            return launch != null && launch.dependent() ? "dependent" : "plain";
+        }
+
         public String table() {
             return String.format("""
                     device            %s
-                    shape             %s, batch %d, prompt %d, generate %d, dependent launch %s
+                    shape             %s, batch %d, prompt %d, generate %d
+                    decode graph      %s
                     prefill           %.2f ms (%d tokens, one sequence, best of 5, %s GEMM; with the wmma GEMM: %.2f ms)
                     decode            %.3f ms/step (each sequence's token latency), %.3f ms per token amortised, %.1f tokens/s
                     decode GPU time   %.3f ms/step (the step's graph replayed back to back: no host work between)
                     weights per step  %.2f GB, achieved %.0f GB/s
                     copy bandwidth    %.0f GB/s (read + write) -> floor %.3f ms/step (%.0f%% of floor reached)
-                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f
-                    """, device, shape, batch, promptLen, genLen, dependentLaunch ? "on" : "off", prefillMs, prefillMs > 0 ? promptLen : 0,
+                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f launch=%s
+                    """, device, shape, batch, promptLen, genLen, launchDescription(), prefillMs, prefillMs > 0 ? promptLen : 0,
                     prefillGemm, wmmaPrefillMs,
                     decodeStepMs, decodeStepMs / batch, tokensPerSecond(), graphStepMs, weightGb, achievedGbPerS(), copyGbPerS, floorMs(),
-                    100 * floorMs() / decodeStepMs, dependentLaunch ? "cuda-pdl" : "cuda", shape, batch, promptLen, genLen, prefillMs,
+                    100 * floorMs() / decodeStepMs, "cuda", shape, batch, promptLen, genLen, prefillMs,
                     wmmaPrefillMs, decodeStepMs,
-                    graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), copyGbPerS);
+                    graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), copyGbPerS, launchKind());
         }
     }
 
@@ -84,7 +97,8 @@ public final class CudaBenchmark {
                     + " positions");
         }
         long blocksPerSeq = (promptLen + genLen + 1 + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
-        long kvBytes = (blocksPerSeq * (batch + 1) + 4) * KvCachePool.blockBytes(config);
+        long warmBlocks = (HOST_WARMUP_PROMPT + HOST_WARMUP_STEPS + 1 + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
+        long kvBytes = (blocksPerSeq * (batch + 1) + warmBlocks + 4) * KvCachePool.blockBytes(config);
         CudaEngine.Options options = CudaEngine.Options.defaults().withKvCacheBytes(kvBytes)
                 .withMaxBatchTokens(Math.max(2048, promptLen)).withDependentLaunch(dependentLaunch);
         System.err.printf("[bench] %s: making %.2f GB of random fp16 weights on the GPU%n", shapeName,
@@ -100,6 +114,7 @@ public final class CudaBenchmark {
             engine.preferWgmma(false);
             double wmmaPrefillMs = bestPrefill(engine, prompt);
             engine.preferWgmma(true);
+            warmHostSide(engine, config, random);
             List<Sequence> seqs = new ArrayList<>();
             for (int i = 0; i < batch; i++) seqs.add(engine.newSequence());
             int[] next = new int[batch];
@@ -130,10 +145,28 @@ public final class CudaBenchmark {
                 }
             }
             for (Sequence s : seqs) s.close();
-            return new Result(engine.deviceName(), shapeName, dependentLaunch, batch, promptLen, genLen, prefillMs, gemm,
+            return new Result(engine.deviceName(), shapeName, engine.launchTuning(batch), batch, promptLen, genLen, prefillMs, gemm,
                     wmmaPrefillMs, stepMs,
                     gpuStepMs == null ? Double.NaN : gpuStepMs,
                     engine.weightBytesPerStep() / 1e9, copy);
+        }
+    }
+
+    private static final int HOST_WARMUP_PROMPT = 16, HOST_WARMUP_STEPS = 500;
+
+    /**
+     * Decode steps of a throwaway sequence, so that the host side of a step (metadata, launches, reading the tokens
+     * back: Java code) runs compiled, as in a server that has been decoding for a while, rather than in the
+     * interpreter: after 3 warm-up steps alone, the host left the GPU idle for 80-110 us a step at opt-6.7b, after
+     * 300 for 20-50 (docs/BENCHMARKS.md). Its own sequence, so the measured ones keep their context length.
+     */
+    private static void warmHostSide(CudaEngine engine, OptConfig config, Random random) {
+        List<TokenChoice> greedy = List.of(TokenChoice.greedy());
+        try (Sequence warm = engine.newSequence()) {
+            int token = engine.nextTokens(List.of(Step.last(warm, RandomPrompts.of(random, config, HOST_WARMUP_PROMPT))),
+                    greedy)[0];
+            int steps = Math.min(HOST_WARMUP_STEPS, config.maxPositionEmbeddings() - HOST_WARMUP_PROMPT - 1);
+            for (int i = 0; i < steps; i++) token = engine.nextTokens(List.of(Step.last(warm, token)), greedy)[0];
         }
     }
 
