@@ -947,8 +947,8 @@ attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ 
 
 // ---------------------------------------------------------------------------------------------------------------
 // Next token per row of logits [rows][V] on the GPU, so only one int per sequence crosses the bus. choice[r] =
-// {temperature, topP, topK (as float), seed low 32 bits as float bits}. temperature 0 = argmax (lowest index on
-// ties). Otherwise: keep the topK largest logits (0 = all) and, of those, the smallest set whose probability reaches
+// {temperature, topP, topK (as float), seed low 32 bits as float bits, vocabulary limit as int bits (0 = V)}: ids
+// from the limit on are never chosen. temperature 0 = argmax (lowest index on ties). Otherwise: keep the topK largest logits (0 = all) and, of those, the smallest set whose probability reaches
 // topP (thresholds found by bisection: each step one pass over the row), then draw by Gumbel-max among the kept,
 // which samples exactly the renormalised distribution. Reads the row ~70 times from L2 when sampling, once when greedy.
 __device__ __forceinline__ float uniform01(unsigned seed, unsigned i) {
@@ -965,9 +965,11 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
     __shared__ int bestI[32];
     const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float* row = logits + (size_t)r * V;
-    const float temperature = choice[4 * r], topP = choice[4 * r + 1];
-    const int topK = (int)choice[4 * r + 2];
-    const unsigned seed = __float_as_uint(choice[4 * r + 3]);
+    const float temperature = choice[5 * r], topP = choice[5 * r + 1];
+    const int topK = (int)choice[5 * r + 2];
+    const unsigned seed = __float_as_uint(choice[5 * r + 3]);
+    const int limit = __float_as_int(choice[5 * r + 4]);
+    if (limit > 0 && limit < V) V = limit;  // the row's stride was taken above
     const bool greedy = temperature <= 0.f;
 
     // Greedy needs no maximum first (block-uniform branch, so the barriers inside are safe).

@@ -37,6 +37,14 @@ public interface Engine extends AutoCloseable {
     }
 
     /**
+     * Whether {@link #nextTokens} picks on the device, so that a caller saves the logits' copy and the host's pick
+     * by calling it rather than {@link #forward} where a {@link TokenChoice} expresses how to pick.
+     */
+    default boolean samplesOnDevice() {
+        return false;
+    }
+
+    /**
      * Runs {@link #forward} for steps that each want only their last token's logits and picks each step's next token
      * by its {@link TokenChoice}. Backends that can pick on the device override this so that only one int per step,
      * not the logits, comes back; this default picks on the host.

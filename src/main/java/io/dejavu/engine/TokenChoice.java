@@ -4,14 +4,22 @@ package io.dejavu.engine;
  * How {@link Engine#nextTokens} picks a step's next token from its last logits: temperature 0 = argmax (lowest id
  * on ties); otherwise keep the {@code topK} largest logits (0 = all), of those the smallest set whose probability
  * reaches {@code topP}, and draw from the renormalised softmax(logits / temperature) by Gumbel-max with noise from
- * {@code seed} and the token's position (so a draw is reproducible and differs from step to step). The CUDA backend
- * runs this on the GPU; {@link #pick} is the same rule on the host.
+ * {@code seed} and the token's position (so a draw is reproducible and differs from step to step). Only ids below
+ * {@code vocabLimit} are candidates (0 = the whole row): a model's embedding is often padded past its tokenizer's
+ * vocabulary, and an id the tokenizer lacks cannot be shown. The CUDA backend runs this on the GPU; {@link #pick} is
+ * the same rule on the host.
  */
-public record TokenChoice(float temperature, float topP, int topK, int seed) {
+public record TokenChoice(float temperature, float topP, int topK, int seed, int vocabLimit) {
     public TokenChoice {
         if (!(temperature >= 0)) throw new IllegalArgumentException("temperature must be >= 0, got " + temperature);
         if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("topP must be in (0, 1], got " + topP);
         if (topK < 0) throw new IllegalArgumentException("topK must be >= 0 (0 = off), got " + topK);
+        if (vocabLimit < 0) throw new IllegalArgumentException("vocabLimit must be >= 0 (0 = all), got " + vocabLimit);
+    }
+
+    /** Every id of the row a candidate. */
+    public TokenChoice(float temperature, float topP, int topK, int seed) {
+        this(temperature, topP, topK, seed, 0);
     }
 
     public static TokenChoice greedy() {
@@ -28,7 +36,8 @@ public record TokenChoice(float temperature, float topP, int topK, int seed) {
     }
 
     /** The host version of the rule, over one row of logits, for the token that follows {@code position}. */
-    public int pick(float[] logits, int position) {
+    public int pick(float[] row, int position) {
+        float[] logits = vocabLimit > 0 && vocabLimit < row.length ? java.util.Arrays.copyOf(row, vocabLimit) : row;
         int best = 0;
         if (isGreedy()) {
             for (int i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;

@@ -53,7 +53,20 @@ class TokenChoiceTest {
     }
 
     @Test
+    void idsFromTheVocabularyLimitOnAreNeverPicked() {
+        // ids 4 and 5 lie past a limit of 4: greedy then takes id 1, draws keep to ids 0-3
+        assertEquals(1, new TokenChoice(0f, 1f, 0, 0, 4).pick(new float[]{1f, 3f, 2.5f, -1f, 9f, 9f}, 0));
+        for (int i = 0; i < 200; i++) {
+            int t = new TokenChoice(2f, 1f, 0, 5, 4).pick(new float[]{1f, 3f, 2.5f, -1f, 9f, 9f}, i);
+            assertTrue(t < 4, "past the limit: " + t);
+        }
+        assertEquals(4, new TokenChoice(0f, 1f, 0, 0, 0).pick(new float[]{1f, 3f, 2.5f, -1f, 9f, 9f}, 0),
+                "0 = the whole row");
+    }
+
+    @Test
     void badParametersAreRejected() {
+        assertThrows(IllegalArgumentException.class, () -> new TokenChoice(1f, 1f, 0, 0, -1));
         assertThrows(IllegalArgumentException.class, () -> new TokenChoice(-1f, 1f, 0, 0));
         assertThrows(IllegalArgumentException.class, () -> new TokenChoice(1f, 0f, 0, 0));
         assertThrows(IllegalArgumentException.class, () -> new TokenChoice(1f, 1f, -2, 0));

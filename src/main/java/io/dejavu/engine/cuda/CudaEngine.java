@@ -125,6 +125,8 @@ public final class CudaEngine implements Engine {
 
     /** Up to this many tokens a pass runs the split decode attention; longer ones the tiled prefill attention. */
     private static final int MAX_SPLIT_TOKENS = 64;
+    /** decoder.cu's next_tokens: temperature, top-p, top-k, seed, vocabulary limit per row of logits. */
+    private static final int CHOICE_INTS = 5;
 
     private final CudaContext cuda;
     private final DecoderKernels kernels;
@@ -500,6 +502,11 @@ public final class CudaEngine implements Engine {
     }
 
     @Override
+    public boolean samplesOnDevice() {
+        return true;
+    }
+
+    @Override
     public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
         if (choices.size() != steps.size()) {
             throw new IllegalArgumentException(steps.size() + " steps but " + choices.size() + " token choices");
@@ -596,7 +603,12 @@ public final class CudaEngine implements Engine {
 
     /** Ints of the metadata block for a pass of T tokens, S sequences and R logit rows (see {@link #runPass}). */
     private int metaInts(int t, int s, int r) {
-        return 6 * t + s * maxBlocks + 4 * r + 4 * (t / DecoderKernels.PREFILL_TILE + s + 1);
+        return tilesAt(t, s, r) + 4 * (t / DecoderKernels.PREFILL_TILE + s + 1);
+    }
+
+    /** Where the metadata's query tiles begin, after the token choices (see {@link #runPass}). */
+    private int tilesAt(int t, int s, int r) {
+        return 6 * t + s * maxBlocks + CHOICE_INTS * r;
     }
 
     private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
@@ -615,7 +627,7 @@ public final class CudaEngine implements Engine {
                 && t <= Math.min(options.sparseMaxTokens(), maxTokens / 2);
         int s = pieces.size();
         // Metadata, one upload: tokens, positions, slots, query's sequence, query's context, logit rows [T each],
-        // block tables [S][maxBlocks], token choices [R][4].
+        // block tables [S][maxBlocks], token choices [R][CHOICE_INTS].
         IntBuffer ints = hostMeta.clear().asIntBuffer();
         int ti = 0, ri = 0;
         int[] rowStep = new int[r];
@@ -642,24 +654,26 @@ public final class CudaEngine implements Engine {
         if (choices != null) {
             for (int row = 0; row < r; row++) {
                 TokenChoice c = choices.get(rowStep[row]);
-                ints.put(choiceAt + 4 * row, Float.floatToRawIntBits(c.temperature()));
-                ints.put(choiceAt + 4 * row + 1, Float.floatToRawIntBits(c.topP()));
-                ints.put(choiceAt + 4 * row + 2, Float.floatToRawIntBits(c.topK()));
-                ints.put(choiceAt + 4 * row + 3, c.drawSeed(rowPosition[row]));
+                int at = choiceAt + CHOICE_INTS * row;
+                ints.put(at, Float.floatToRawIntBits(c.temperature()));
+                ints.put(at + 1, Float.floatToRawIntBits(c.topP()));
+                ints.put(at + 2, Float.floatToRawIntBits(c.topK()));
+                ints.put(at + 3, c.drawSeed(rowPosition[row]));
+                ints.put(at + 4, c.vocabLimit());
             }
         }
         // query tiles of the tiled prefill attention: up to 64 consecutive tokens of one sequence each
-        int tilesAt = choiceAt + 4 * r, tiles = 0;
+        int tileBase = tilesAt(t, s, r), tiles = 0;
         boolean tiled = t > MAX_SPLIT_TOKENS && DecoderKernels.tiledAttention(headDim);
         if (tiled) {
             int token = 0;
             for (int si = 0; si < s; si++) {
                 Piece piece = pieces.get(si);
                 for (int off = 0; off < piece.count(); off += DecoderKernels.PREFILL_TILE, tiles++) {
-                    ints.put(tilesAt + 4 * tiles, token + off);
-                    ints.put(tilesAt + 4 * tiles + 1, Math.min(DecoderKernels.PREFILL_TILE, piece.count() - off));
-                    ints.put(tilesAt + 4 * tiles + 2, si);
-                    ints.put(tilesAt + 4 * tiles + 3, piece.sequence().length() + off);
+                    ints.put(tileBase + 4 * tiles, token + off);
+                    ints.put(tileBase + 4 * tiles + 1, Math.min(DecoderKernels.PREFILL_TILE, piece.count() - off));
+                    ints.put(tileBase + 4 * tiles + 2, si);
+                    ints.put(tileBase + 4 * tiles + 3, piece.sequence().length() + off);
                 }
                 token += piece.count();
             }
@@ -728,7 +742,7 @@ public final class CudaEngine implements Engine {
 
     /** Issues one pass's kernels on the stream (also while capturing a graph: no host work in here). */
     private void encode(int t, int s, int r, int splits, int tiles, boolean sparse) {
-        long tilesAddr = meta.at(4L * (6 * t + s * maxBlocks + 4 * r));
+        long tilesAddr = meta.at(4L * tilesAt(t, s, r));
         long tokens = meta.at(0), positions = meta.at(4L * t), slots = meta.at(8L * t), querySeq = meta.at(12L * t),
                 queryCtx = meta.at(16L * t), rowIndex = meta.at(20L * t), tables = meta.at(24L * t);
         DeviceWeights w = weights;

@@ -169,6 +169,23 @@ class CudaEngineGoldenTest {
             }
             // thresholds found by bisection may differ from the exact ones on a near-tie: allow one in 40
             assertTrue(differing <= 1, differing + " of 40 draws differ between GPU and host");
+
+            // ids from a vocabulary limit on are never picked: one below the greedy token, and an odd one (the
+            // kernel's greedy pass reads four logits a load only where the row divides by four)
+            float[] logits;
+            try (Sequence a = engine.newSequence()) {
+                logits = engine.forward(List.of(Step.last(a, prompt))).get(0)[0];
+            }
+            int argmax = TokenChoice.greedy().pick(logits, 0);
+            for (int limit : new int[]{Math.max(1, argmax), Math.max(1, argmax - 3) | 1}) {
+                for (TokenChoice c : List.of(new TokenChoice(0f, 1f, 0, 0, limit), new TokenChoice(1.5f, 1f, 0, 9, limit))) {
+                    try (Sequence b = engine.newSequence()) {
+                        int gpu = engine.nextTokens(List.of(Step.last(b, prompt)), List.of(c))[0];
+                        assertTrue(gpu < limit, "limit " + limit + ": picked " + gpu);
+                        if (c.isGreedy()) assertEquals(c.pick(logits, prompt.length - 1), gpu, "limit " + limit);
+                    }
+                }
+            }
         }
     }
 
