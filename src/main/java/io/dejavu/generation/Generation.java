@@ -1,17 +1,21 @@
 package io.dejavu.generation;
 
+import io.dejavu.engine.TokenChoice;
 import io.dejavu.sampling.SampleResult;
 import io.dejavu.sampling.Sampler;
+import io.dejavu.sampling.SamplingParams;
 import io.dejavu.sampling.TokenLogprob;
 import io.dejavu.tokenizer.StreamingDecoder;
 import io.dejavu.tokenizer.Tokenizer;
 
 import java.util.Arrays;
 import java.util.List;
+import java.util.concurrent.ThreadLocalRandom;
 
 /**
  * One request's generation state, independent of how the forward passes are run: given each step's logits it picks
- * the next token, decodes it, watches for stop sequences and the token budget, and says what text may be shown.
+ * the next token (or takes the one an engine picked on its device), decodes it, watches for stop sequences and the
+ * token budget, and says what text may be shown.
  * Not thread-safe.
  */
 public final class Generation {
@@ -25,6 +29,7 @@ public final class Generation {
     private int[] generatedIds = new int[16];
     private int generatedCount;
     private FinishReason finishReason;
+    private final TokenChoice deviceChoice;
 
     /**
      * @param promptIds the prompt as the model sees it (with OPT's leading id 2)
@@ -39,24 +44,56 @@ public final class Generation {
         sampler.observePrompt(promptIds);
         this.decoder = tokenizer.streamingDecoder();
         this.stops = new StopSequenceBuffer(params.stop());
+        this.deviceChoice = deviceChoice(params, tokenizer.vocabSize());
+    }
+
+    private static TokenChoice deviceChoice(GenerationParams params, int vocabLimit) {
+        SamplingParams s = params.sampling();
+        if (params.logprobs() || s.minP() > 0 || s.repetitionPenalty() != 1 || s.presencePenalty() != 0
+                || s.frequencyPenalty() != 0) {
+            return null;
+        }
+        // Without a seed each request draws differently, as the host's sampler does.
+        long seed = s.seed() != null ? s.seed() : ThreadLocalRandom.current().nextLong();
+        return new TokenChoice((float) s.temperature(), (float) s.topP(), s.topK(), (int) (seed ^ (seed >>> 32)),
+                vocabLimit);
     }
 
     /** Picks the token that follows, given the logits of the last token so far. */
     public TokenOutput next(float[] logits) {
+        requireRunning();
+        if (params.logprobs()) {
+            SampleResult sampled = sampler.sample(logits, params.topLogprobs());
+            return accept(sampled.token(), sampled.logprob(), sampled.top());
+        }
+        return accept(sampler.sample(logits), Double.NaN, List.of());
+    }
+
+    /**
+     * Takes the token that follows as the engine picked it on its device, by {@link #deviceChoice} (no logits came
+     * back to the host).
+     */
+    public TokenOutput next(int token) {
+        requireRunning();
+        return accept(token, Double.NaN, List.of());
+    }
+
+    /**
+     * How an engine that samples on its device may pick this generation's tokens: temperature, top-k and top-p with
+     * this generation's seed, below the tokenizer's vocabulary. Null where only the host's sampler can: penalties
+     * and min-p change the logits by the token history, and log-probabilities need the logits themselves.
+     */
+    public TokenChoice deviceChoice() {
+        return deviceChoice;
+    }
+
+    private void requireRunning() {
         if (finishReason != null) {
             throw new IllegalStateException("the generation has already finished (" + finishReason + ")");
         }
-        int token;
-        double logprob = Double.NaN;
-        List<TokenLogprob> top = List.of();
-        if (params.logprobs()) {
-            SampleResult sampled = sampler.sample(logits, params.topLogprobs());
-            token = sampled.token();
-            logprob = sampled.logprob();
-            top = sampled.top();
-        } else {
-            token = sampler.sample(logits);
-        }
+    }
+
+    private TokenOutput accept(int token, double logprob, List<TokenLogprob> top) {
         sampler.observe(token);
         if (generatedCount == generatedIds.length) generatedIds = Arrays.copyOf(generatedIds, 2 * generatedCount);
         generatedIds[generatedCount++] = token;

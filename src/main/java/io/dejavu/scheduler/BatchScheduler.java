@@ -4,6 +4,7 @@ import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.StepSparsity;
+import io.dejavu.engine.TokenChoice;
 import io.dejavu.generation.FinishReason;
 import io.dejavu.generation.Generation;
 import io.dejavu.generation.TokenOutput;
@@ -28,7 +29,9 @@ import java.util.stream.IntStream;
  * running sequence plus prompt chunks of the sequences still prefilling: at most prefillChunkTokens prompt tokens,
  * and at most what the decode rows leave of maxNumBatchedTokens, so that prompts do not stall the others' next token
  * (a step's time grows with its tokens; on a compute-bound engine, linearly). Finished sequences are retired and
- * their KV caches freed at once. Requests beyond the waiting queue's limit are refused at submission.
+ * their KV caches freed at once. Requests beyond the waiting queue's limit are refused at submission. An engine that
+ * samples on its device picks the next tokens there when every member's parameters allow it, so that only one int
+ * per sequence comes back rather than its logits; otherwise each member samples on the host.
  *
  * <p>{@link #submit} and {@link #cancel} may be called from any thread; everything else runs on the engine thread,
  * which alone touches the engine (engines are not thread-safe). An engine failure fails the requests of that pass
@@ -267,11 +270,14 @@ public final class BatchScheduler {
             }
             members.add(entry);
         }
+        List<TokenChoice> choices = deviceChoices(members);
         long start = System.nanoTime();
         if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
-        List<float[][]> logits;
+        List<float[][]> logits = null;
+        int[] picked = null;
         try {
-            logits = engine.forward(steps);
+            if (choices != null) picked = engine.nextTokens(steps, choices);
+            else logits = engine.forward(steps);
         } catch (RuntimeException e) {
             failStep(members, e);
             return;
@@ -282,7 +288,7 @@ public final class BatchScheduler {
         StepSparsity sparsity = engine.lastStepSparsity();
         double[] mlpSkipped = sparsity == null ? null : sparsity.mlpSkipped();
         double[] headsSkipped = sparsity == null ? null : sparsity.headsSkipped();
-        Object[] sampled = sample(members, logits);
+        Object[] sampled = sample(members, logits, picked);
         int generated = 0;
         for (int i = 0; i < members.size(); i++) {
             Active entry = members.get(i);
@@ -311,12 +317,28 @@ public final class BatchScheduler {
     }
 
     /**
-     * Picks each member's next token from its logits: per member a {@link TokenOutput}, the RuntimeException that
-     * sampling threw, or null for a member whose prompt is not yet fully prefilled. Sampling is independent per
-     * sequence and, at full vocabulary width, costs enough that a large batch samples in parallel, which keeps the
-     * gap between engine steps short.
+     * How the engine is to pick each member's next token on its device, or null when it does not sample there or
+     * some member needs the host's sampler (penalties, min-p, log-probabilities): then the step returns logits and
+     * every member samples on the host. A member still prefilling gets a pick it ignores.
      */
-    private Object[] sample(List<Active> members, List<float[][]> logits) {
+    private List<TokenChoice> deviceChoices(List<Active> members) {
+        if (!engine.samplesOnDevice()) return null;
+        List<TokenChoice> choices = new ArrayList<>(members.size());
+        for (Active entry : members) {
+            TokenChoice choice = entry.generation.deviceChoice();
+            if (choice == null) return null;
+            choices.add(choice);
+        }
+        return choices;
+    }
+
+    /**
+     * Each member's next token from its logits, or as the engine picked it ({@code picked}, when not null): per
+     * member a {@link TokenOutput}, the RuntimeException that sampling threw, or null for a member whose prompt is
+     * not yet fully prefilled. Sampling is independent per sequence and, at full vocabulary width, costs enough that
+     * a large batch samples in parallel, which keeps the gap between engine steps short.
+     */
+    private Object[] sample(List<Active> members, List<float[][]> logits, int[] picked) {
         Object[] sampled = new Object[members.size()];
         boolean[] ready = new boolean[members.size()];
         for (int i = 0; i < members.size(); i++) {
@@ -328,11 +350,16 @@ public final class BatchScheduler {
             ready[i] = entry.prefilled == entry.request.promptIds().length;
         }
         IntStream indexes = IntStream.range(0, members.size());
-        (members.size() >= PARALLEL_SAMPLING_BATCH ? indexes.parallel() : indexes).forEach(i -> {
+        (picked == null && members.size() >= PARALLEL_SAMPLING_BATCH ? indexes.parallel() : indexes).forEach(i -> {
             if (!ready[i]) return;
-            float[][] stepLogits = logits.get(i);
+            Generation generation = members.get(i).generation;
             try {
-                sampled[i] = members.get(i).generation.next(stepLogits[stepLogits.length - 1]);
+                if (picked != null) {
+                    sampled[i] = generation.next(picked[i]);
+                } else {
+                    float[][] stepLogits = logits.get(i);
+                    sampled[i] = generation.next(stepLogits[stepLogits.length - 1]);
+                }
             } catch (RuntimeException e) {
                 sampled[i] = e;
             }

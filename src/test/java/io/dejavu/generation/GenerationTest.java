@@ -127,6 +127,43 @@ class GenerationTest {
     }
 
     @Test
+    void aTokenPickedOnTheDeviceGoesThroughTheSameStopsAndText() {
+        int[] ids = tokenizer.encode(" one two three");
+        Generation byLogits = new Generation(PROMPT, params(10, " three"), tokenizer, EOS);
+        Generation byDevice = new Generation(PROMPT, params(10, " three"), tokenizer, EOS);
+        List<TokenOutput> expected = follow(byLogits, ids);
+        List<TokenOutput> got = new ArrayList<>();
+        for (int id : ids) {
+            got.add(byDevice.next(id));
+            if (got.getLast().finished()) break;
+        }
+        assertEquals(pieces(expected), pieces(got));
+        assertEquals(FinishReason.STOP, byDevice.finishReason());
+        assertEquals(byLogits.text(), byDevice.text());
+        assertThrows(IllegalStateException.class, () -> byDevice.next(ids[0]));
+    }
+
+    @Test
+    void theDeviceMayPickOnlyWithoutPenaltiesMinPOrLogprobs() {
+        SamplingParams sampled = SamplingParams.defaults().withTemperature(0.7).withTopP(0.9).withTopK(40).withSeed(5L);
+        var choice = new Generation(PROMPT, GenerationParams.of(4, sampled), tokenizer, EOS).deviceChoice();
+        assertNotNull(choice);
+        assertEquals(0.7f, choice.temperature());
+        assertEquals(0.9f, choice.topP());
+        assertEquals(40, choice.topK());
+        assertEquals(tokenizer.vocabSize(), choice.vocabLimit(), "never an id the tokenizer lacks");
+        assertEquals(choice.seed(), new Generation(PROMPT, GenerationParams.of(4, sampled), tokenizer, EOS)
+                .deviceChoice().seed(), "a seed gives the same draws");
+        assertTrue(new Generation(PROMPT, params(4), tokenizer, EOS).deviceChoice().isGreedy());
+        for (GenerationParams hostOnly : List.of(GenerationParams.of(4, sampled.withPresencePenalty(0.5)),
+                GenerationParams.of(4, sampled.withFrequencyPenalty(0.5)),
+                GenerationParams.of(4, sampled.withRepetitionPenalty(1.2)),
+                GenerationParams.of(4, sampled.withMinP(0.1)), GenerationParams.of(4, sampled).withLogprobs(1))) {
+            assertNull(new Generation(PROMPT, hostOnly, tokenizer, EOS).deviceChoice(), hostOnly.toString());
+        }
+    }
+
+    @Test
     void anEmptyPromptIsRefused() {
         assertThrows(IllegalArgumentException.class, () -> new Generation(new int[0], params(1), tokenizer, EOS));
     }

@@ -4,6 +4,7 @@ import io.dejavu.engine.Engine;
 import io.dejavu.engine.ForwardingEngine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
+import io.dejavu.engine.TokenChoice;
 import io.dejavu.engine.cpu.CpuEngine;
 import io.dejavu.generation.FinishReason;
 import io.dejavu.generation.Generation;
@@ -68,7 +69,7 @@ class BatchSchedulerTest {
     }
 
     /** The CPU engine, recording the shape of every forward pass and counting open sequences. */
-    private static final class RecordingEngine extends ForwardingEngine {
+    private static class RecordingEngine extends ForwardingEngine {
         final List<int[]> passes = new CopyOnWriteArrayList<>();
         final AtomicInteger open = new AtomicInteger();
 
@@ -111,12 +112,41 @@ class BatchSchedulerTest {
         }
     }
 
+    /**
+     * As if it sampled on a device: {@link #nextTokens} picks by the host rule that the CUDA engine's sampler
+     * reproduces ({@link TokenChoice#pick}), and records each pass's choices.
+     */
+    private static final class DeviceSamplingEngine extends RecordingEngine {
+        final List<List<TokenChoice>> picks = new CopyOnWriteArrayList<>();
+
+        @Override
+        public boolean samplesOnDevice() {
+            return true;
+        }
+
+        @Override
+        public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
+            picks.add(choices);
+            List<float[][]> logits = forward(steps);
+            int[] next = new int[steps.size()];
+            for (int i = 0; i < next.length; i++) {
+                next[i] = choices.get(i).pick(logits.get(i)[0], steps.get(i).sequence().length() - 1);
+            }
+            return next;
+        }
+    }
+
     private void start(int maxBatch, int queueLimit, int prefillChunk) {
         start(maxBatch, queueLimit, prefillChunk, maxBatch + prefillChunk);
     }
 
     private void start(int maxBatch, int queueLimit, int prefillChunk, int maxNumBatchedTokens) {
-        engine = new RecordingEngine();
+        start(new RecordingEngine(), maxBatch, queueLimit, prefillChunk, maxNumBatchedTokens);
+    }
+
+    private void start(RecordingEngine recording, int maxBatch, int queueLimit, int prefillChunk,
+                       int maxNumBatchedTokens) {
+        engine = recording;
         scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, maxNumBatchedTokens, event -> {
             if (event instanceof GenerationEvent.Finish) passesAtFinish.put(event.requestId(), engine.passes.size());
             events.add(event);
@@ -193,6 +223,46 @@ class BatchSchedulerTest {
         }
     }
 
+    /**
+     * An engine that samples on its device picks every token of requests whose parameters it can follow, and gives
+     * the same greedy tokens as the host; a request with a penalty puts the passes it runs in back on the host.
+     */
+    @Test
+    void anEngineThatSamplesOnItsDevicePicksWhereTheParametersAllow() throws InterruptedException {
+        DeviceSamplingEngine device = new DeviceSamplingEngine();
+        start(device, 2, 16, 8, 10);
+        String text = "In the beginning God created";
+        scheduler.submit(new GenerationRequest("device", prompt(text), greedy(12)));
+        Map<String, FinishReason> reasons = new HashMap<>();
+        List<Integer> got = collect(List.of("device"), reasons).get("device");
+        assertEquals(engine.passes.size(), device.picks.size(), "every pass picked on the device");
+        for (List<TokenChoice> pass : device.picks) {
+            for (TokenChoice choice : pass) {
+                assertTrue(choice.isGreedy());
+                assertEquals(tokenizer.vocabSize(), choice.vocabLimit());
+            }
+        }
+        try (Engine alone = new CpuEngine(model, 1)) {
+            Generation expected = new Generator(alone, tokenizer).generate(prompt(text), greedy(12), output -> { });
+            assertArrayEquals(expected.generatedIds(), got.stream().mapToInt(Integer::intValue).toArray());
+        }
+
+        int before = engine.passes.size(), picksBefore = device.picks.size();
+        GenerationParams penalized = GenerationParams.of(6, SamplingParams.greedy().withPresencePenalty(0.5));
+        scheduler.submit(new GenerationRequest("host", prompt(text), penalized));
+        scheduler.submit(new GenerationRequest("device2", prompt("The"), greedy(6)));
+        collect(List.of("host", "device2"), reasons);
+        int passes = engine.passes.size() - before, picked = device.picks.size() - picksBefore;
+        assertTrue(picked < passes, "passes with the penalized request sample on the host: " + picked + " of "
+                + passes + " picked on the device");
+    }
+
+    /** The passes from the given count on, as they are now: a running sequence may be adding more. */
+    private List<int[]> passesSince(int before) {
+        List<int[]> now = List.copyOf(engine.passes);
+        return now.subList(before, now.size());
+    }
+
     /** A long prompt is prefilled in chunks while a running sequence gets a token at every pass. */
     @Test
     void aLongPromptDoesNotStallTheRunningSequence() throws InterruptedException {
@@ -205,7 +275,7 @@ class BatchSchedulerTest {
         int before = engine.passes.size();
         scheduler.submit(new GenerationRequest("long", longPrompt, greedy(2)));
         collect(List.of("long"), new HashMap<>());
-        List<int[]> prefillPasses = engine.passes.subList(before, engine.passes.size()).stream()
+        List<int[]> prefillPasses = passesSince(before).stream()
                 .filter(pass -> Arrays.stream(pass).anyMatch(t -> t > 1)).toList();
         assertTrue(prefillPasses.size() >= longPrompt.length / 8, "the prompt went in chunks of at most 8");
         for (int[] pass : prefillPasses) {
@@ -237,7 +307,7 @@ class BatchSchedulerTest {
         Map<String, FinishReason> reasons = new HashMap<>();
         Map<String, List<Integer>> tokens = collect(seen, reasons);
 
-        List<int[]> passes = engine.passes.subList(before, engine.passes.size());
+        List<int[]> passes = passesSince(before);
         for (int[] pass : passes) {
             int decodeRows = (int) Arrays.stream(pass).filter(t -> t == 1).count();
             assertTrue(Arrays.stream(pass).sum() <= 5, "at most max_num_batched_tokens tokens in a pass: "
