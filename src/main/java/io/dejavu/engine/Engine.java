@@ -37,6 +37,15 @@ public interface Engine extends AutoCloseable {
     }
 
     /**
+     * Readies decode steps of 1 to {@code maxSequences} sequences before serving, for an engine that prepares a step
+     * the first time it meets its size (the CUDA engine captures and tunes a graph, tens of milliseconds to a few
+     * hundred), so that no request waits for it. Leaves no sequence open. Returns how many step sizes it readied.
+     */
+    default int prepareDecode(int maxSequences) {
+        return 0;
+    }
+
+    /**
      * Whether {@link #nextTokens} picks on the device, so that a caller saves the logits' copy and the host's pick
      * by calling it rather than {@link #forward} where a {@link TokenChoice} expresses how to pick.
      */

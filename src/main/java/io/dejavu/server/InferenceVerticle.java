@@ -54,6 +54,7 @@ final class InferenceVerticle extends VerticleBase {
             model = OptModel.load(config.model());
             engine = engines.create(config.backend(), config.cpuThreads(), model, sparsity.predictors());
             reportSparsity(engine);
+            prepareDecode(engine);
         } catch (RuntimeException e) {
             failure = e.getMessage();
             if (model != null) model.close();
@@ -76,6 +77,16 @@ final class InferenceVerticle extends VerticleBase {
         System.err.printf(Locale.ROOT, "dejavu: engine %s ready in %.1f s (max batch %d, queue limit %d)%n",
                 engine.backend(), (System.nanoTime() - begin) / 1e9, config.maxBatchSize(), config.queueLimit());
         return Future.succeededFuture();
+    }
+
+    /** Readies the engine's decode steps up to the batch limit, so that no request waits for a CUDA graph's capture. */
+    private void prepareDecode(Engine engine) {
+        long begin = System.nanoTime();
+        int readied = engine.prepareDecode(config.maxBatchSize());
+        if (readied > 0) {
+            System.err.printf(Locale.ROOT, "dejavu: %d decode step sizes readied in %.1f s (up to %d sequences)%n",
+                    readied, (System.nanoTime() - begin) / 1e9, config.maxBatchSize());
+        }
     }
 
     /** Logs what sparsity the server offers; a sparse request to an engine without it gets a 400, not a dense answer. */

@@ -18,6 +18,7 @@ import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
@@ -415,6 +416,11 @@ public final class CudaEngine implements Engine {
     public record LaunchTuning(boolean dependent, double dependentMs, double plainMs) {
     }
 
+    /** Decode graphs captured so far, dense and sparse. */
+    int decodeGraphCount() {
+        return graphs.size();
+    }
+
     /** The launch tuning of the dense decode graph of {@code tokens} tokens; null when none was tuned. */
     public LaunchTuning launchTuning(int tokens) {
         return launchTunings.get(tokens);
@@ -499,6 +505,34 @@ public final class CudaEngine implements Engine {
         for (int i = 0; i < steps.size(); i++) out[i] = new float[steps.get(i).allLogits() ? steps.get(i).tokens().length : 1][];
         run(steps, null, out, null);
         return List.of(out);
+    }
+
+    /**
+     * Captures (and tunes, {@link #fasterGraph}) the decode graph of every size from 1 to {@code maxSequences} that a
+     * graph serves, dense and, with predictors, sparse, by running throwaway greedy decode steps of one-token
+     * sequences. Sequence i takes part in the steps of i + 1 sequences and more.
+     */
+    @Override
+    public int prepareDecode(int maxSequences) {
+        if (!options.cudaGraphs()) return 0;
+        int most = Math.min(maxSequences, Math.min(MAX_SPLIT_TOKENS, maxRows));
+        int sparseMost = predictors == null ? 0 : Math.min(most, Math.min(options.sparseMaxTokens(), maxTokens / 2));
+        List<Sequence> sequences = new ArrayList<>();
+        try {
+            int readied = 0;
+            for (int t = 1; t <= most; t++) {
+                sequences.add(newSequence());
+                for (boolean sparse : t <= sparseMost ? new boolean[]{false, true} : new boolean[]{false}) {
+                    List<Step> steps = new ArrayList<>(t);
+                    for (Sequence s : sequences) steps.add(Step.last(s, config.bosTokenId()).withSparse(sparse));
+                    nextTokens(steps, Collections.nCopies(t, TokenChoice.greedy()));
+                    readied++;
+                }
+            }
+            return readied;
+        } finally {
+            sequences.forEach(Sequence::close);
+        }
     }
 
     @Override

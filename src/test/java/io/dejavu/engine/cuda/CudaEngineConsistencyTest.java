@@ -126,6 +126,31 @@ class CudaEngineConsistencyTest {
         }
     }
 
+    /**
+     * Readying decode steps ahead captures a graph of every size up to the limit, frees the KV cache it used, and
+     * leaves a later sequence's logits as an engine without it computes them, bit for bit.
+     */
+    @Test
+    void preparedDecodeStepsCaptureEverySizeAheadAndChangeNoResult() {
+        int[] prompt = tokens(9, 6);
+        float[][] unprepared;
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults())) {
+            unprepared = greedyLogits(engine, prompt, 6);
+        }
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults())) {
+            int free = engine.freeKvCacheBlocks();
+            assertEquals(5, engine.prepareDecode(5));
+            assertEquals(5, engine.decodeGraphCount());
+            assertEquals(free, engine.freeKvCacheBlocks(), "its sequences are closed");
+            float[][] prepared = greedyLogits(engine, prompt, 6);
+            assertEquals(5, engine.decodeGraphCount(), "a decode step of one sequence replays the graph made ahead");
+            for (int i = 0; i < unprepared.length; i++) assertArrayEquals(unprepared[i], prepared[i], "step " + i);
+        }
+        try (CudaEngine engine = engine(CudaEngine.Options.defaults().withCudaGraphs(false))) {
+            assertEquals(0, engine.prepareDecode(5), "nothing to ready without graphs");
+        }
+    }
+
     /** The prompt's last logits, then those of {@code steps} greedy decode steps (each one token: the graph path). */
     private static float[][] greedyLogits(CudaEngine engine, int[] prompt, int steps) {
         try (Sequence seq = engine.newSequence()) {
