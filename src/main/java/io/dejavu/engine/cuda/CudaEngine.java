@@ -509,30 +509,33 @@ public final class CudaEngine implements Engine {
 
     /**
      * Captures (and tunes, {@link #fasterGraph}) the decode graph of every size from 1 to {@code maxSequences} that a
-     * graph serves, dense and, with predictors, sparse, by running throwaway greedy decode steps of one-token
-     * sequences. Sequence i takes part in the steps of i + 1 sequences and more.
+     * graph serves, dense and, with predictors, sparse, by a throwaway greedy step of that many new one-token
+     * sequences each (a graph serves any context: its attention splits depend on the size only). At most
+     * {@code maxSequences} KV cache blocks are in use at once.
      */
     @Override
     public int prepareDecode(int maxSequences) {
         if (!options.cudaGraphs()) return 0;
         int most = Math.min(maxSequences, Math.min(MAX_SPLIT_TOKENS, maxRows));
         int sparseMost = predictors == null ? 0 : Math.min(most, Math.min(options.sparseMaxTokens(), maxTokens / 2));
-        List<Sequence> sequences = new ArrayList<>();
-        try {
-            int readied = 0;
-            for (int t = 1; t <= most; t++) {
-                sequences.add(newSequence());
-                for (boolean sparse : t <= sparseMost ? new boolean[]{false, true} : new boolean[]{false}) {
+        int readied = 0;
+        for (int t = 1; t <= most; t++) {
+            for (boolean sparse : t <= sparseMost ? new boolean[]{false, true} : new boolean[]{false}) {
+                List<Sequence> sequences = new ArrayList<>(t);
+                try {
                     List<Step> steps = new ArrayList<>(t);
-                    for (Sequence s : sequences) steps.add(Step.last(s, config.bosTokenId()).withSparse(sparse));
+                    for (int i = 0; i < t; i++) {
+                        sequences.add(newSequence());
+                        steps.add(Step.last(sequences.get(i), config.bosTokenId()).withSparse(sparse));
+                    }
                     nextTokens(steps, Collections.nCopies(t, TokenChoice.greedy()));
                     readied++;
+                } finally {
+                    sequences.forEach(Sequence::close);
                 }
             }
-            return readied;
-        } finally {
-            sequences.forEach(Sequence::close);
         }
+        return readied;
     }
 
     @Override
