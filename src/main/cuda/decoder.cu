@@ -948,9 +948,10 @@ attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ 
 // ---------------------------------------------------------------------------------------------------------------
 // Next token per row of logits [rows][V] on the GPU, so only one int per sequence crosses the bus. choice[r] =
 // {temperature, topP, topK (as float), seed low 32 bits as float bits, vocabulary limit as int bits (0 = V)}: ids
-// from the limit on are never chosen. temperature 0 = argmax (lowest index on ties). Otherwise: keep the topK largest logits (0 = all) and, of those, the smallest set whose probability reaches
-// topP (thresholds found by bisection: each step one pass over the row), then draw by Gumbel-max among the kept,
-// which samples exactly the renormalised distribution. Reads the row ~70 times from L2 when sampling, once when greedy.
+// from the limit on are never chosen. temperature 0 = argmax (lowest index on ties). Otherwise: keep the topK largest
+// logits (0 = all) and, of those, the smallest set whose probability reaches topP (thresholds found by bisection:
+// each step one pass over the row), then draw by Gumbel-max among the kept, which samples exactly the renormalised
+// distribution. Reads the row ~70 times from L2 when sampling, once when greedy.
 __device__ __forceinline__ float uniform01(unsigned seed, unsigned i) {
     unsigned h = seed * 0x9E3779B1u ^ (i + 0x7F4A7C15u) * 0x85EBCA77u;
     h ^= h >> 16; h *= 0x7FEB352Du; h ^= h >> 15; h *= 0x846CA68Bu; h ^= h >> 16;

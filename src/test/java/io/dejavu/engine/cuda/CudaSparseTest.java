@@ -176,6 +176,30 @@ class CudaSparseTest {
     }
 
     /**
+     * With predictors, readying decode steps ahead captures the sparse graphs too (up to Options.sparseMaxTokens), and
+     * a sparse step afterwards replays its graph and computes the union as before.
+     */
+    @Test
+    void preparedDecodeStepsIncludeTheSparseOnes() {
+        try (OptModel model = OptModel.load(DEMO)) {
+            OptConfig c = model.config();
+            Predictors p = Predictors.read(DEMO.resolve(Predictors.MODEL_SUBDIRECTORY), c);
+            try (CudaEngine gpu = engine(model, p)) {
+                int free = gpu.freeKvCacheBlocks();
+                assertEquals(3 + 3, gpu.prepareDecode(3), "3 dense and 3 sparse sizes");
+                assertEquals(6, gpu.decodeGraphCount());
+                assertEquals(free, gpu.freeKvCacheBlocks());
+                List<Sequence> seqs = prefill(gpu, 2);
+                gpu.forward(steps(seqs, new int[]{700, 800}, 2, true));
+                double least = Arrays.stream(gpu.lastStepSparsity().mlpComputed()).min().orElseThrow();
+                seqs.forEach(Sequence::close);
+                assertTrue(least < 1.0, "the step of 2 ran sparse");
+                assertEquals(6, gpu.decodeGraphCount(), "through the graph readied ahead");
+            }
+        }
+    }
+
+    /**
      * Past Options.sparseMaxTokens (8 by default) a decode step of sparse tokens runs dense, since its union is then
      * nearly dense and the sparse step slower; a larger limit lets the same batch run sparse.
      */
