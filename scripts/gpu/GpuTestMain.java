@@ -14,12 +14,14 @@ import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectPackage;
 
 /**
- * Runs the JUnit tests of the given packages or classes (default io.dejavu.engine.cuda) on the GPU machine, which has no Maven:
+ * Runs the JUnit tests of the given packages or classes (default: io.dejavu.engine.cuda and the server with the CUDA
+ * engine, io.dejavu.server.CudaServingTest) on the GPU machine, which has no Maven:
  * prints each test's outcome and a summary; exit status 1 when any failed.
  */
 public final class GpuTestMain {
     public static void main(String[] args) {
-        String[] packages = args.length > 0 ? args : new String[]{"io.dejavu.engine.cuda"};
+        String[] packages = args.length > 0 ? args
+                : new String[]{"io.dejavu.engine.cuda", "io.dejavu.server.CudaServingTest"};
         LauncherDiscoveryRequestBuilder request = LauncherDiscoveryRequestBuilder.request();
         for (String p : packages) {
             boolean isClass = Character.isUpperCase(p.charAt(p.lastIndexOf('.') + 1));
