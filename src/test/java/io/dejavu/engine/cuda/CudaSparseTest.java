@@ -181,21 +181,18 @@ class CudaSparseTest {
      */
     @Test
     void preparedDecodeStepsIncludeTheSparseOnes() {
-        try (OptModel model = OptModel.load(DEMO)) {
-            OptConfig c = model.config();
-            Predictors p = Predictors.read(DEMO.resolve(Predictors.MODEL_SUBDIRECTORY), c);
-            try (CudaEngine gpu = engine(model, p)) {
-                int free = gpu.freeKvCacheBlocks();
-                assertEquals(3 + 3, gpu.prepareDecode(3), "3 dense and 3 sparse sizes");
-                assertEquals(6, gpu.decodeGraphCount());
-                assertEquals(free, gpu.freeKvCacheBlocks());
-                List<Sequence> seqs = prefill(gpu, 2);
-                gpu.forward(steps(seqs, new int[]{700, 800}, 2, true));
-                double least = Arrays.stream(gpu.lastStepSparsity().mlpComputed()).min().orElseThrow();
-                seqs.forEach(Sequence::close);
-                assertTrue(least < 1.0, "the step of 2 ran sparse");
-                assertEquals(6, gpu.decodeGraphCount(), "through the graph readied ahead");
-            }
+        try (OptModel model = OptModel.load(DEMO);
+             CudaEngine gpu = engine(model, Predictors.read(DEMO.resolve(Predictors.MODEL_SUBDIRECTORY), model.config()))) {
+            int free = gpu.freeKvCacheBlocks();
+            assertEquals(3 + 3, gpu.prepareDecode(3), "3 dense and 3 sparse sizes");
+            assertEquals(6, gpu.decodeGraphCount());
+            assertEquals(free, gpu.freeKvCacheBlocks());
+            List<Sequence> seqs = prefill(gpu, 2);
+            gpu.forward(steps(seqs, new int[]{700, 800}, 2, true));
+            double least = Arrays.stream(gpu.lastStepSparsity().mlpComputed()).min().orElseThrow();
+            seqs.forEach(Sequence::close);
+            assertTrue(least < 1.0, "the step of 2 ran sparse");
+            assertEquals(6, gpu.decodeGraphCount(), "through the graph readied ahead");
         }
     }
 
