@@ -744,7 +744,6 @@ public final class CudaEngine implements Engine {
             cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
             cuda.synchronize();
             FloatBuffer got = hostLogits.clear().asFloatBuffer();
-            int[] filled = new int[logitsOut.length];
             for (int row = 0; row < r; row++) {
                 float[] l = new float[vocab];
                 got.get(row * vocab, l);
