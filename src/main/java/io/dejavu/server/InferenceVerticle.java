@@ -84,8 +84,8 @@ final class InferenceVerticle extends VerticleBase {
         long begin = System.nanoTime();
         int readied = engine.prepareDecode(config.maxBatchSize());
         if (readied > 0) {
-            System.err.printf(Locale.ROOT, "dejavu: %d decode step sizes readied in %.1f s (up to %d sequences)%n",
-                    readied, (System.nanoTime() - begin) / 1e9, config.maxBatchSize());
+            System.err.printf(Locale.ROOT, "dejavu: %d decode step sizes readied in %.1f s%n", readied,
+                    (System.nanoTime() - begin) / 1e9);
         }
     }
 
