@@ -49,10 +49,7 @@ public final class Generation {
 
     private static TokenChoice deviceChoice(GenerationParams params, int vocabLimit) {
         SamplingParams s = params.sampling();
-        if (params.logprobs() || s.minP() > 0 || s.repetitionPenalty() != 1 || s.presencePenalty() != 0
-                || s.frequencyPenalty() != 0) {
-            return null;
-        }
+        if (params.logprobs() || s.minP() > 0 || s.penalized()) return null;
         // Without a seed each request draws differently, as the host's sampler does.
         long seed = s.seed() != null ? s.seed() : ThreadLocalRandom.current().nextLong();
         return new TokenChoice((float) s.temperature(), (float) s.topP(), s.topK(), (int) (seed ^ (seed >>> 32)),

@@ -48,8 +48,7 @@ public final class Sampler {
         this.vocabLimit = vocabLimit;
         RandomGeneratorFactory<RandomGenerator> factory = RandomGeneratorFactory.of(RANDOM_ALGORITHM);
         this.random = params.seed() == null ? factory.create() : factory.create(params.seed());
-        this.penalized = params.repetitionPenalty() != 1 || params.presencePenalty() != 0
-                || params.frequencyPenalty() != 0;
+        this.penalized = params.penalized();
         this.history = new int[penalized ? vocabLimit : 0];
         this.work = new float[penalized ? vocabLimit : 0];
     }

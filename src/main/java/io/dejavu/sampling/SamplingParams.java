@@ -48,6 +48,11 @@ public record SamplingParams(double temperature, double topP, int topK, double m
         return temperature == 0;
     }
 
+    /** Whether any penalty changes the logits by the token history (repetition, presence or frequency). */
+    public boolean penalized() {
+        return repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0;
+    }
+
     public SamplingParams withTemperature(double value) {
         return new SamplingParams(value, topP, topK, minP, repetitionPenalty, presencePenalty, frequencyPenalty, seed);
     }

@@ -643,9 +643,14 @@ public final class CudaEngine implements Engine {
         return tilesAt(t, s, r) + 4 * (t / DecoderKernels.PREFILL_TILE + s + 1);
     }
 
-    /** Where the metadata's query tiles begin, after the token choices (see {@link #runPass}). */
+    /** Where the metadata's token choices begin, after the block tables (see {@link #runPass}). */
+    private int choicesAt(int t, int s) {
+        return 6 * t + s * maxBlocks;
+    }
+
+    /** Where the metadata's query tiles begin, after the token choices. */
     private int tilesAt(int t, int s, int r) {
-        return 6 * t + s * maxBlocks + CHOICE_INTS * r;
+        return choicesAt(t, s) + CHOICE_INTS * r;
     }
 
     private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
@@ -687,7 +692,7 @@ public final class CudaEngine implements Engine {
             }
             for (int b = 0; b < seq.blockCount(); b++) ints.put(6 * t + si * maxBlocks + b, seq.block(b));
         }
-        int choiceAt = 6 * t + s * maxBlocks;
+        int choiceAt = choicesAt(t, s);
         if (choices != null) {
             for (int row = 0; row < r; row++) {
                 TokenChoice c = choices.get(rowStep[row]);
