@@ -3,6 +3,7 @@ package io.dejavu.engine;
 import io.dejavu.model.OptConfig;
 
 import java.util.List;
+import java.util.Objects;
 
 /**
  * Runs the OPT forward pass for a batch of sequences of different lengths. The CPU and CUDA backends implement it;
@@ -59,16 +60,38 @@ public interface Engine extends AutoCloseable {
      * not the logits, comes back; this default picks on the host.
      */
     default int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
+        if (choices.stream().anyMatch(Objects::isNull)) {
+            throw new IllegalArgumentException("nextTokens needs a token choice for every step");
+        }
+        return nextTokensOrLogits(steps, choices).tokens();
+    }
+
+    /**
+     * What {@link #nextTokensOrLogits} gives per step: the token picked on the device ({@code tokens[i]}, where the
+     * step had a choice), or the last logits to pick from on the host ({@code logits[i]}, where it had none).
+     */
+    record Picks(int[] tokens, float[][] logits) {
+    }
+
+    /**
+     * One pass over steps that each want only their last token's logits: a step with a {@link TokenChoice} gets its
+     * next token picked as {@link #nextTokens} picks it, a step whose choice is null gets its logits, so that only the
+     * logits the host needs come back. This default picks on the host.
+     */
+    default Picks nextTokensOrLogits(List<Step> steps, List<TokenChoice> choices) {
         if (choices.size() != steps.size()) {
             throw new IllegalArgumentException(steps.size() + " steps but " + choices.size() + " token choices");
         }
-        List<float[][]> logits = forward(steps);
-        int[] next = new int[steps.size()];
-        for (int i = 0; i < next.length; i++) {
-            if (steps.get(i).allLogits()) throw new IllegalArgumentException("nextTokens takes last-token steps");
-            next[i] = choices.get(i).pick(logits.get(i)[0], steps.get(i).sequence().length() - 1);
+        List<float[][]> all = forward(steps);
+        int[] tokens = new int[steps.size()];
+        float[][] logits = new float[steps.size()][];
+        for (int i = 0; i < tokens.length; i++) {
+            if (steps.get(i).allLogits()) throw new IllegalArgumentException("steps must want last logits only");
+            float[] last = all.get(i)[0];
+            if (choices.get(i) == null) logits[i] = last;
+            else tokens[i] = choices.get(i).pick(last, steps.get(i).sequence().length() - 1);
         }
-        return next;
+        return new Picks(tokens, logits);
     }
 
     @Override

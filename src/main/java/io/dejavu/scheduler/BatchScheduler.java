@@ -30,8 +30,8 @@ import java.util.stream.IntStream;
  * and at most what the decode rows leave of maxNumBatchedTokens, so that prompts do not stall the others' next token
  * (a step's time grows with its tokens; on a compute-bound engine, linearly). Finished sequences are retired and
  * their KV caches freed at once. Requests beyond the waiting queue's limit are refused at submission. An engine that
- * samples on its device picks the next tokens there when every member's parameters allow it, so that only one int
- * per sequence comes back rather than its logits; otherwise each member samples on the host.
+ * samples on its device picks there the next tokens of the members whose parameters allow it, so that only one int
+ * per such sequence comes back rather than its logits; the others' logits come back and they sample on the host.
  *
  * <p>{@link #submit} and {@link #cancel} may be called from any thread; everything else runs on the engine thread,
  * which alone touches the engine (engines are not thread-safe). An engine failure fails the requests of that pass
@@ -41,7 +41,7 @@ public final class BatchScheduler {
     public enum State { STARTING, READY, DRAINING, STOPPED }
 
     private static final long IDLE_POLL_MILLIS = 50;
-    /** From this many sequences in a step on, their next tokens are sampled in parallel. */
+    /** From this many sequences sampling on the host in a step on, they sample in parallel. */
     private static final int PARALLEL_SAMPLING_BATCH = 8;
 
     private final Engine engine;
@@ -273,11 +273,9 @@ public final class BatchScheduler {
         List<TokenChoice> choices = deviceChoices(members);
         long start = System.nanoTime();
         if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
-        List<float[][]> logits = null;
-        int[] picked = null;
+        Engine.Picks picks;
         try {
-            if (choices != null) picked = engine.nextTokens(steps, choices);
-            else logits = engine.forward(steps);
+            picks = choices != null ? engine.nextTokensOrLogits(steps, choices) : lastLogits(engine.forward(steps));
         } catch (RuntimeException e) {
             failStep(members, e);
             return;
@@ -288,7 +286,7 @@ public final class BatchScheduler {
         StepSparsity sparsity = engine.lastStepSparsity();
         double[] mlpSkipped = sparsity == null ? null : sparsity.mlpSkipped();
         double[] headsSkipped = sparsity == null ? null : sparsity.headsSkipped();
-        Object[] sampled = sample(members, logits, picked);
+        Object[] sampled = sample(members, picks);
         int generated = 0;
         for (int i = 0; i < members.size(); i++) {
             Active entry = members.get(i);
@@ -317,30 +315,39 @@ public final class BatchScheduler {
     }
 
     /**
-     * How the engine is to pick each member's next token on its device, or null when it does not sample there or
-     * some member needs the host's sampler (penalties, min-p, log-probabilities): then the step returns logits and
-     * every member samples on the host. A member still prefilling gets a pick it ignores.
+     * How the engine is to pick each member's next token on its device, null for a member that needs the host's
+     * sampler (penalties, min-p, log-probabilities: its logits come back instead); null in all when the engine does
+     * not sample on a device or no member can. A member still prefilling gets a pick it ignores.
      */
     private List<TokenChoice> deviceChoices(List<Active> members) {
         if (!engine.samplesOnDevice()) return null;
         List<TokenChoice> choices = new ArrayList<>(members.size());
+        boolean any = false;
         for (Active entry : members) {
             TokenChoice choice = entry.generation.deviceChoice();
-            if (choice == null) return null;
+            any |= choice != null;
             choices.add(choice);
         }
-        return choices;
+        return any ? choices : null;
+    }
+
+    /** A forward pass's last logits of each step, as picks that the host makes. */
+    private static Engine.Picks lastLogits(List<float[][]> logits) {
+        float[][] last = new float[logits.size()][];
+        for (int i = 0; i < last.length; i++) last[i] = logits.get(i)[logits.get(i).length - 1];
+        return new Engine.Picks(new int[last.length], last);
     }
 
     /**
-     * Each member's next token from its logits, or as the engine picked it ({@code picked}, when not null): per
-     * member a {@link TokenOutput}, the RuntimeException that sampling threw, or null for a member whose prompt is
-     * not yet fully prefilled. Sampling is independent per sequence and, at full vocabulary width, costs enough that
-     * a large batch samples in parallel, which keeps the gap between engine steps short.
+     * Each member's next token, as the engine picked it or from its logits: per member a {@link TokenOutput}, the
+     * RuntimeException that sampling threw, or null for a member whose prompt is not yet fully prefilled. Sampling is
+     * independent per sequence and, at full vocabulary width, costs enough that a large batch samples in parallel,
+     * which keeps the gap between engine steps short.
      */
-    private Object[] sample(List<Active> members, List<float[][]> logits, int[] picked) {
+    private Object[] sample(List<Active> members, Engine.Picks picks) {
         Object[] sampled = new Object[members.size()];
         boolean[] ready = new boolean[members.size()];
+        int onHost = 0;
         for (int i = 0; i < members.size(); i++) {
             Active entry = members.get(i);
             if (entry.chunk > 0) {
@@ -348,18 +355,15 @@ public final class BatchScheduler {
                 entry.chunk = 0;
             }
             ready[i] = entry.prefilled == entry.request.promptIds().length;
+            if (ready[i] && picks.logits()[i] != null) onHost++;
         }
         IntStream indexes = IntStream.range(0, members.size());
-        (picked == null && members.size() >= PARALLEL_SAMPLING_BATCH ? indexes.parallel() : indexes).forEach(i -> {
+        (onHost >= PARALLEL_SAMPLING_BATCH ? indexes.parallel() : indexes).forEach(i -> {
             if (!ready[i]) return;
             Generation generation = members.get(i).generation;
+            float[] logits = picks.logits()[i];
             try {
-                if (picked != null) {
-                    sampled[i] = generation.next(picked[i]);
-                } else {
-                    float[][] stepLogits = logits.get(i);
-                    sampled[i] = generation.next(stepLogits[stepLogits.length - 1]);
-                }
+                sampled[i] = logits != null ? generation.next(logits) : generation.next(picks.tokens()[i]);
             } catch (RuntimeException e) {
                 sampled[i] = e;
             }

@@ -125,14 +125,16 @@ class BatchSchedulerTest {
         }
 
         @Override
-        public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
-            picks.add(choices);
+        public Picks nextTokensOrLogits(List<Step> steps, List<TokenChoice> choices) {
+            picks.add(new ArrayList<>(choices));
             List<float[][]> logits = forward(steps);
-            int[] next = new int[steps.size()];
-            for (int i = 0; i < next.length; i++) {
-                next[i] = choices.get(i).pick(logits.get(i)[0], steps.get(i).sequence().length() - 1);
+            int[] tokens = new int[steps.size()];
+            float[][] last = new float[steps.size()][];
+            for (int i = 0; i < tokens.length; i++) {
+                if (choices.get(i) == null) last[i] = logits.get(i)[0];
+                else tokens[i] = choices.get(i).pick(logits.get(i)[0], steps.get(i).sequence().length() - 1);
             }
-            return next;
+            return new Picks(tokens, last);
         }
     }
 
@@ -225,7 +227,8 @@ class BatchSchedulerTest {
 
     /**
      * An engine that samples on its device picks every token of requests whose parameters it can follow, and gives
-     * the same greedy tokens as the host; a request with a penalty puts the passes it runs in back on the host.
+     * the same greedy tokens as the host; a request with a penalty gets its logits in the same passes and samples on
+     * the host, and a pass of such requests alone is an ordinary forward pass.
      */
     @Test
     void anEngineThatSamplesOnItsDevicePicksWhereTheParametersAllow() throws InterruptedException {
@@ -247,14 +250,22 @@ class BatchSchedulerTest {
             assertArrayEquals(expected.generatedIds(), got.stream().mapToInt(Integer::intValue).toArray());
         }
 
-        int before = engine.passes.size(), picksBefore = device.picks.size();
-        GenerationParams penalized = GenerationParams.of(6, SamplingParams.greedy().withPresencePenalty(0.5));
+        int picksBefore = device.picks.size();
+        GenerationParams penalized = GenerationParams.of(12, SamplingParams.greedy().withPresencePenalty(0.5));
         scheduler.submit(new GenerationRequest("host", prompt(text), penalized));
-        scheduler.submit(new GenerationRequest("device2", prompt("The"), greedy(6)));
-        collect(List.of("host", "device2"), reasons);
-        int passes = engine.passes.size() - before, picked = device.picks.size() - picksBefore;
-        assertTrue(picked < passes, "passes with the penalized request sample on the host: " + picked + " of "
-                + passes + " picked on the device");
+        scheduler.submit(new GenerationRequest("device2", prompt("The"), greedy(4)));
+        Map<String, List<Integer>> mixed = collect(List.of("host", "device2"), reasons);
+        assertEquals(12, mixed.get("host").size());
+        List<List<TokenChoice>> later = device.picks.subList(picksBefore, device.picks.size());
+        assertTrue(later.stream().anyMatch(pass -> pass.size() == 2 && pass.contains(null)
+                        && pass.stream().anyMatch(java.util.Objects::nonNull)),
+                "a pass held both: the penalized request's logits and the other's pick");
+        int passesWithPicks = device.picks.size();
+        int passesBefore = engine.passes.size();
+        scheduler.submit(new GenerationRequest("host2", prompt(text), penalized.withMaxTokens(3)));
+        collect(List.of("host2"), reasons);
+        assertEquals(passesWithPicks, device.picks.size(), "a pass with no pick on the device is a forward pass");
+        assertTrue(engine.passes.size() > passesBefore);
     }
 
     /** The passes from the given count on, as they are now: a running sequence may be adding more. */

@@ -23,6 +23,7 @@ import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 
 import static jcuda.driver.JCudaDriver.*;
@@ -148,8 +149,8 @@ public final class CudaEngine implements Engine {
     private final Map<Integer, LaunchTuning> launchTunings = new HashMap<>();
     /** Null without predictors. */
     private final DevicePredictors predictors;
-    private final Pointer hostCountsPtr = new Pointer();
-    private final ByteBuffer hostCounts;
+    private final Pointer hostCountsPtr = new Pointer(), hostIdsPtr = new Pointer();
+    private final ByteBuffer hostCounts, hostIds;
     private StepSparsity lastSparsity;
     private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
     private boolean closed;
@@ -225,6 +226,7 @@ public final class CudaEngine implements Engine {
                     predictors.extraBytes / 1048576.0);
         }
         hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
+        hostIds = pinned(hostIdsPtr, 4L * maxRows);
         if (kernels.useWgmma(options.wgmma())) {
             kernels.splitKWorkspace(cuda.alloc(kernels.splitKBytes(), "split-K partial sums of the prefill GEMM").at(0));
         }
@@ -545,15 +547,28 @@ public final class CudaEngine implements Engine {
 
     @Override
     public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
+        if (choices.stream().anyMatch(Objects::isNull)) {
+            throw new IllegalArgumentException("nextTokens needs a token choice for every step");
+        }
+        return nextTokensOrLogits(steps, choices).tokens();
+    }
+
+    /** Picks on the GPU where a step has a choice; only the other steps' logit rows are copied to the host. */
+    @Override
+    public Picks nextTokensOrLogits(List<Step> steps, List<TokenChoice> choices) {
         if (choices.size() != steps.size()) {
             throw new IllegalArgumentException(steps.size() + " steps but " + choices.size() + " token choices");
         }
         for (Step s : steps) {
-            if (s.allLogits()) throw new IllegalArgumentException("nextTokens takes steps that want last logits only");
+            if (s.allLogits()) throw new IllegalArgumentException("steps must want last logits only");
         }
         int[] next = new int[steps.size()];
-        run(steps, choices, null, next);
-        return next;
+        float[][][] out = new float[steps.size()][][];
+        for (int i = 0; i < out.length; i++) if (choices.get(i) == null) out[i] = new float[1][];
+        run(steps, choices, out, next);
+        float[][] logits = new float[steps.size()][];
+        for (int i = 0; i < out.length; i++) if (out[i] != null) logits[i] = out[i][0];
+        return new Picks(next, logits);
     }
 
     /** A piece of a step that goes into one pass: tokens [from, to) of the step. */
@@ -695,7 +710,8 @@ public final class CudaEngine implements Engine {
         int choiceAt = choicesAt(t, s);
         if (choices != null) {
             for (int row = 0; row < r; row++) {
-                TokenChoice c = choices.get(rowStep[row]);
+                // a step that wants its logits instead still gets a (greedy) pick, which is not read
+                TokenChoice c = Objects.requireNonNullElse(choices.get(rowStep[row]), TokenChoice.greedy());
                 int at = choiceAt + CHOICE_INTS * row;
                 ints.put(at, Float.floatToRawIntBits(c.temperature()));
                 ints.put(at + 1, Float.floatToRawIntBits(c.topP()));
@@ -739,27 +755,40 @@ public final class CudaEngine implements Engine {
         }
         if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
 
-        if (nextOut != null) {
+        // Logit rows cross to the host where no token is picked on the GPU: all rows, or those of steps without a
+        // choice, each where it lies.
+        boolean picking = nextOut != null;
+        if (picking) {
             kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids);
-            cuda.download(hostLogitsPtr, scratch, ids - scratch.address(), 4L * r);
-            cuda.synchronize();
-            IntBuffer got = hostLogits.clear().asIntBuffer();
+            cuda.download(hostIdsPtr, scratch, ids - scratch.address(), 4L * r);
+        }
+        boolean[] wanted = new boolean[r];
+        for (int row = 0; row < r; row++) {
+            wanted[row] = logitsOut != null && logitsOut[rowStep[row]] != null
+                    && (!picking || choices.get(rowStep[row]) == null);
+            if (picking && wanted[row]) {
+                cuda.download(hostLogitsPtr.withByteOffset(4L * row * vocab), scratch,
+                        logits - scratch.address() + 4L * row * vocab, 4L * vocab);
+            }
+        }
+        if (!picking) cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
+        cuda.synchronize();
+        if (picking) {
+            IntBuffer got = hostIds.clear().asIntBuffer();
             for (int row = 0; row < r; row++) nextOut[rowStep[row]] = got.get(row);
-        } else {
-            cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
-            cuda.synchronize();
-            FloatBuffer got = hostLogits.clear().asFloatBuffer();
-            for (int row = 0; row < r; row++) {
-                float[] l = new float[vocab];
-                got.get(row * vocab, l);
-                float[][] stepRows = logitsOut[rowStep[row]];
-                if (stepRows.length == 1) stepRows[0] = l;
-                else {
-                    // allLogits rows of one step come in order; earlier passes filled the first ones
-                    int k = 0;
-                    while (stepRows[k] != null) k++;
-                    stepRows[k] = l;
-                }
+        }
+        FloatBuffer got = hostLogits.clear().asFloatBuffer();
+        for (int row = 0; row < r; row++) {
+            if (!wanted[row]) continue;
+            float[] l = new float[vocab];
+            got.get(row * vocab, l);
+            float[][] stepRows = logitsOut[rowStep[row]];
+            if (stepRows.length == 1) stepRows[0] = l;
+            else {
+                // allLogits rows of one step come in order; earlier passes filled the first ones
+                int k = 0;
+                while (stepRows[k] != null) k++;
+                stepRows[k] = l;
             }
         }
         for (Piece piece : pieces) piece.sequence().advance(piece.count());
@@ -904,6 +933,7 @@ public final class CudaEngine implements Engine {
         cuMemFreeHost(hostMetaPtr);
         cuMemFreeHost(hostLogitsPtr);
         cuMemFreeHost(hostCountsPtr);
+        cuMemFreeHost(hostIdsPtr);
         cuda.close();
     }
 }

@@ -1,6 +1,7 @@
 package io.dejavu.engine.cuda;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.TokenChoice;
@@ -15,6 +16,7 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -185,6 +187,30 @@ class CudaEngineGoldenTest {
                         if (c.isGreedy()) assertEquals(c.pick(logits, prompt.length - 1), gpu, "limit " + limit);
                     }
                 }
+            }
+        }
+    }
+
+    /**
+     * In one pass, a step with a token choice gets the GPU's pick and a step without one gets its logits, both as a
+     * forward pass of the same steps gives them (bit for bit: the same kernels).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"opt-tiny-preln"})
+    void picksAndLogitsInOnePass(String name) throws Exception {
+        JsonNode cases = Gpu.reference(name).get("cases");
+        int[] first = Gpu.ints(cases.get(0).get("input_ids")), second = Gpu.ints(cases.get(1).get("input_ids"));
+        try (OptModel model = OptModel.load(Gpu.golden(name)); CudaEngine engine = Gpu.engine(model)) {
+            List<float[][]> forward;
+            try (Sequence a = engine.newSequence(); Sequence b = engine.newSequence()) {
+                forward = engine.forward(List.of(Step.last(a, first), Step.last(b, second)));
+            }
+            try (Sequence a = engine.newSequence(); Sequence b = engine.newSequence()) {
+                Engine.Picks picks = engine.nextTokensOrLogits(List.of(Step.last(a, first), Step.last(b, second)),
+                        Arrays.asList(TokenChoice.greedy(), null));
+                assertEquals(TokenChoice.greedy().pick(forward.get(0)[0], 0), picks.tokens()[0]);
+                assertNull(picks.logits()[0], "a picked step's logits stay on the GPU");
+                assertArrayEquals(forward.get(1)[0], picks.logits()[1]);
             }
         }
     }
