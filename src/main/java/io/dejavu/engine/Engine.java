@@ -56,8 +56,8 @@ public interface Engine extends AutoCloseable {
 
     /**
      * Runs {@link #forward} for steps that each want only their last token's logits and picks each step's next token
-     * by its {@link TokenChoice}. Backends that can pick on the device override this so that only one int per step,
-     * not the logits, comes back; this default picks on the host.
+     * by its {@link TokenChoice}: {@link #nextTokensOrLogits} with a choice for every step, so that a backend that
+     * picks on its device returns one int per step rather than the logits.
      */
     default int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
         if (choices.stream().anyMatch(Objects::isNull)) {

@@ -113,7 +113,7 @@ class BatchSchedulerTest {
     }
 
     /**
-     * As if it sampled on a device: {@link #nextTokens} picks by the host rule that the CUDA engine's sampler
+     * As if it sampled on a device: {@link #nextTokensOrLogits} picks by the host rule that the CUDA engine's sampler
      * reproduces ({@link TokenChoice#pick}), and records each pass's choices.
      */
     private static final class DeviceSamplingEngine extends RecordingEngine {

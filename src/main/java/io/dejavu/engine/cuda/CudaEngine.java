@@ -545,14 +545,6 @@ public final class CudaEngine implements Engine {
         return true;
     }
 
-    @Override
-    public int[] nextTokens(List<Step> steps, List<TokenChoice> choices) {
-        if (choices.stream().anyMatch(Objects::isNull)) {
-            throw new IllegalArgumentException("nextTokens needs a token choice for every step");
-        }
-        return nextTokensOrLogits(steps, choices).tokens();
-    }
-
     /** Picks on the GPU where a step has a choice; only the other steps' logit rows are copied to the host. */
     @Override
     public Picks nextTokensOrLogits(List<Step> steps, List<TokenChoice> choices) {
