@@ -24,6 +24,25 @@ public interface Engine extends AutoCloseable {
      */
     List<float[][]> forward(List<Step> steps);
 
+    /**
+     * Positions one block of the KV cache holds, for an engine whose KV cache is a fixed pool of blocks (the CUDA
+     * engine's, sized at start); 0 for one whose cache grows while memory lasts (the CPU engine's, on the Java heap).
+     * A sequence of n positions holds ceil(n / kvCacheBlockTokens()) blocks.
+     */
+    default int kvCacheBlockTokens() {
+        return 0;
+    }
+
+    /** Blocks in the KV cache's pool (where {@link #kvCacheBlockTokens()} is not 0). */
+    default int kvCacheBlocks() {
+        return Integer.MAX_VALUE;
+    }
+
+    /** Blocks of the pool that no open sequence holds (where {@link #kvCacheBlockTokens()} is not 0). */
+    default int freeKvCacheBlocks() {
+        return Integer.MAX_VALUE;
+    }
+
     /** Whether steps may ask for sparse execution ({@link Step#sparse()}): sparsity predictors are in place. */
     default boolean sparseAvailable() {
         return false;

@@ -37,6 +37,21 @@ public abstract class ForwardingEngine implements Engine {
     }
 
     @Override
+    public int kvCacheBlockTokens() {
+        return engine.kvCacheBlockTokens();
+    }
+
+    @Override
+    public int kvCacheBlocks() {
+        return engine.kvCacheBlocks();
+    }
+
+    @Override
+    public int freeKvCacheBlocks() {
+        return engine.freeKvCacheBlocks();
+    }
+
+    @Override
     public boolean sparseAvailable() {
         return engine.sparseAvailable();
     }

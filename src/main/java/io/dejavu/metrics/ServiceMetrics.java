@@ -26,6 +26,7 @@ public final class ServiceMetrics {
             LATENCY_BOUNDS);
     private final LongAdder promptTokens = new LongAdder();
     private final LongAdder generatedTokens = new LongAdder();
+    private final LongAdder preemptions = new LongAdder();
     private final Map<String, LongAdder> requests = new ConcurrentSkipListMap<>();
     private final Map<String, LongAdder> finished = new ConcurrentSkipListMap<>();
     private final Map<String, LongAdder> errors = new ConcurrentSkipListMap<>();
@@ -52,6 +53,11 @@ public final class ServiceMetrics {
 
     public void finished(String reason) {
         count(finished, reason);
+    }
+
+    /** A running sequence gave its KV cache up to others and waits to be prefilled again. Engine thread only. */
+    public void preempted() {
+        preemptions.increment();
     }
 
     public void promptTokens(int count) {
@@ -114,6 +120,8 @@ public final class ServiceMetrics {
                 "Mean share of FFN neurons skipped per layer by the last step's sparse tokens (0 = a dense step).", s == null ? 0 : s);
         counter(out, "dejavu_prompt_tokens_total", "Prompt tokens admitted.", promptTokens.sum());
         counter(out, "dejavu_generated_tokens_total", "Tokens generated.", generatedTokens.sum());
+        counter(out, "dejavu_preemptions_total",
+                "Running sequences preempted for want of KV cache blocks (prefilled again later).", preemptions.sum());
         labelled(out, "dejavu_requests_total", "Requests received, by endpoint.", "endpoint", requests);
         labelled(out, "dejavu_finished_total", "Generations finished, by finish reason.", "reason", finished);
         labelled(out, "dejavu_errors_total", "Failed or refused requests, by kind.", "kind", errors);

@@ -11,8 +11,10 @@ import io.dejavu.generation.TokenOutput;
 import io.dejavu.metrics.ServiceMetrics;
 import io.dejavu.tokenizer.Tokenizer;
 
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Deque;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
@@ -33,6 +35,13 @@ import java.util.stream.IntStream;
  * samples on its device picks there the next tokens of the members whose parameters allow it, so that only one int
  * per such sequence comes back rather than its logits; the others' logits come back and they sample on the host.
  *
+ * <p>An engine whose KV cache is a fixed pool of blocks (the CUDA engine's) cannot hold every sequence at every
+ * length. A request is admitted only when the blocks its whole prompt needs are free beside those the running
+ * sequences' next steps need. When a decode step finds no free block, the newest running sequences are preempted,
+ * as vLLM does: their blocks are freed, and they wait at the head of the queue. When room frees, their prompt and the
+ * tokens generated so far are prefilled again, and generation goes on where it stopped. The client sees a pause,
+ * never an error, and loses no token.
+ *
  * <p>{@link #submit} and {@link #cancel} may be called from any thread; everything else runs on the engine thread,
  * which alone touches the engine (engines are not thread-safe). An engine failure fails the requests of that pass
  * only; the scheduler goes on with the others.
@@ -52,6 +61,8 @@ public final class BatchScheduler {
     private final Consumer<GenerationEvent> events;
     private final ServiceMetrics metrics;
     private final LinkedBlockingQueue<Active> waiting;
+    /** Preempted requests, the oldest first: admitted before any in {@link #waiting}. Engine thread only. */
+    private final Deque<Active> preempted = new ArrayDeque<>();
     /** Queued and running requests by id, for cancellation from other threads. */
     private final Map<String, Active> active = new ConcurrentHashMap<>();
     private final List<Active> running = new ArrayList<>();
@@ -120,6 +131,12 @@ public final class BatchScheduler {
             throw new IllegalArgumentException("the prompt has " + request.promptIds().length
                     + " tokens; the model's context of " + context + " positions leaves no room to generate");
         }
+        int blocks = kvBlocks(0, request.promptIds().length + 1);
+        if (blocks > engine.kvCacheBlocks()) {
+            throw new IllegalArgumentException("the prompt has " + request.promptIds().length + " tokens; with its "
+                    + "first generated token that needs " + blocks + " KV cache blocks of " + engine.kvCacheBlockTokens()
+                    + " positions, and the engine's KV cache has " + engine.kvCacheBlocks());
+        }
         if (request.sparse() && !engine.sparseAvailable()) {
             throw new IllegalArgumentException("sparse = true, but the " + engine.backend()
                     + " engine has no sparsity predictors loaded");
@@ -166,11 +183,11 @@ public final class BatchScheduler {
         try {
             while (state == State.READY || !active.isEmpty()) {
                 try {
-                    if (running.isEmpty() && !awaitWork()) continue;
+                    if (running.isEmpty() && preempted.isEmpty() && !awaitWork()) continue;
                     retireCancelled();
                     admitWaiting();
                     if (!running.isEmpty()) step();
-                    metrics.queue(waiting.size(), running.size());
+                    metrics.queue(waiting.size() + preempted.size(), running.size());
                 } catch (RuntimeException | Error e) {
                     // Beyond a failed forward pass (step handles those): an Error such as running out of memory, or
                     // a bug. The running sequences' state is unknown, so they end with the error instead of leaving
@@ -215,14 +232,61 @@ public final class BatchScheduler {
                 finish(entry, FinishReason.CANCELLED, null);
             }
         }
+        for (Iterator<Active> it = preempted.iterator(); it.hasNext(); ) {
+            Active entry = it.next();
+            if (entry.cancelled) {
+                it.remove();
+                finish(entry, FinishReason.CANCELLED, null);
+            }
+        }
     }
 
+    /**
+     * Admits preempted requests, then waiting ones, in order, while there are batch slots and the KV cache has room
+     * for the next one's whole prompt (see {@link #kvRoomFor}); the first that does not fit waits, and so do those
+     * behind it, so that a long prompt is not passed over for ever.
+     */
     private void admitWaiting() {
         while (running.size() < maxBatchSize) {
-            Active next = waiting.poll();
-            if (next == null) return;
-            admit(next);
+            Active next = preempted.peekFirst();
+            if (next == null) next = waiting.peek();
+            if (next == null || !kvRoomFor(next)) return;
+            if (next == preempted.peekFirst()) preempted.pollFirst();
+            else if (!waiting.remove(next)) continue;  // cancelled meanwhile: cancel() took it
+            if (next.generation == null) admit(next);
+            else readmit(next);
         }
+    }
+
+    /** KV cache blocks a sequence of {@code length} positions takes to grow by {@code more}; 0 for an unbounded cache. */
+    private int kvBlocks(int length, int more) {
+        int b = engine.kvCacheBlockTokens();
+        return b == 0 ? 0 : (length + more + b - 1) / b - (length + b - 1) / b;
+    }
+
+    /**
+     * Whether the KV cache has room for a request's whole context and first generated token, beside what the
+     * running sequences are promised: one position each that decodes, and the rest of its context each that is still
+     * prefilling. A request that fits no cache at all, even alone, fails here rather than wait for ever.
+     */
+    private boolean kvRoomFor(Active next) {
+        if (engine.kvCacheBlockTokens() == 0) return true;
+        long promised = 0;
+        for (Active entry : running) {
+            promised += kvBlocks(entry.sequence.length(), entry.decoding() ? 1 : entry.context.length - entry.prefilled + 1);
+        }
+        int needed = kvBlocks(0, next.context.length + 1);
+        if (needed <= engine.freeKvCacheBlocks() - promised) return true;
+        // Nothing running will free blocks: it does not fit the cache at all. (Unless cancel() took it meanwhile.)
+        boolean taken = running.isEmpty() && (next == preempted.peekFirst() ? preempted.pollFirst() != null
+                : waiting.remove(next));
+        if (taken) {
+            metrics.error("kv_cache");
+            finish(next, FinishReason.ERROR, "the KV cache cannot hold this generation: it needs " + needed
+                    + " blocks of " + engine.kvCacheBlockTokens() + " positions, and the cache has "
+                    + engine.kvCacheBlocks());
+        }
+        return false;
     }
 
     private void admit(Active entry) {
@@ -249,19 +313,82 @@ public final class BatchScheduler {
         running.add(entry);
     }
 
+    /** A preempted request back into the batch, with an empty KV cache that its context will fill again. */
+    private void readmit(Active entry) {
+        try {
+            entry.sequence = engine.newSequence();
+        } catch (RuntimeException | Error e) {
+            metrics.error("engine");
+            finish(entry, FinishReason.ERROR, "could not resume the generation: " + e.getMessage());
+            return;
+        }
+        running.add(entry);
+    }
+
+    /**
+     * Frees a running request's KV cache and queues it first in line: its prompt and the tokens it has generated so
+     * far become the context to prefill when it is admitted again, whose last logits give its next token.
+     */
+    private void preempt(Active entry) {
+        running.remove(entry);
+        entry.sequence.close();
+        entry.sequence = null;
+        int[] prompt = entry.request.promptIds(), generated = entry.generation.generatedIds();
+        entry.context = Arrays.copyOf(prompt, prompt.length + generated.length);
+        System.arraycopy(generated, 0, entry.context, prompt.length, generated.length);
+        entry.prefilled = 0;
+        preempted.addFirst(entry);
+        metrics.preempted();
+    }
+
+    /**
+     * Makes room in the KV cache for the next position of every decoding sequence, the oldest first: where the free
+     * blocks run short, the newest running sequences are preempted, down to the one that needs the block. A sequence
+     * that fills the cache alone ends with an error. Returns the blocks left for prompt chunks.
+     */
+    private long makeRoomToDecode() {
+        if (engine.kvCacheBlockTokens() == 0) return Long.MAX_VALUE;
+        long reserved = 0;
+        for (int i = 0; i < running.size(); i++) {
+            Active entry = running.get(i);
+            if (!entry.decoding()) continue;
+            int need = kvBlocks(entry.sequence.length(), 1);
+            while (need > engine.freeKvCacheBlocks() - reserved && running.getLast() != entry) preempt(running.getLast());
+            if (need <= engine.freeKvCacheBlocks() - reserved) {
+                reserved += need;
+                continue;
+            }
+            if (i == 0) {
+                running.remove(entry);
+                metrics.error("kv_cache");
+                finish(entry, FinishReason.ERROR, "the KV cache is full with this generation alone, at "
+                        + entry.sequence.length() + " positions (" + engine.kvCacheBlocks() + " blocks of "
+                        + engine.kvCacheBlockTokens() + ")");
+            } else {
+                preempt(entry);
+            }
+            i--;
+        }
+        return engine.freeKvCacheBlocks() - reserved;
+    }
+
     /** One batched forward pass over every running sequence. */
     private void step() {
+        long freeBlocks = makeRoomToDecode();
+        if (running.isEmpty()) return;
         List<Step> steps = new ArrayList<>(running.size());
         List<Active> members = new ArrayList<>(running.size());
         int decodeRows = 0;
-        for (Active entry : running) if (entry.prefilled == entry.request.promptIds().length) decodeRows++;
+        for (Active entry : running) if (entry.decoding()) decodeRows++;
         int prefillBudget = Math.min(prefillChunkTokens, maxNumBatchedTokens - decodeRows);
         for (Active entry : running) {
-            int[] prompt = entry.request.promptIds();
-            if (entry.prefilled < prompt.length) {
-                if (prefillBudget == 0) continue;
-                int chunk = Math.min(prefillBudget, prompt.length - entry.prefilled);
-                steps.add(Step.last(entry.sequence, Arrays.copyOfRange(prompt, entry.prefilled, entry.prefilled + chunk)));
+            int[] context = entry.context;
+            if (!entry.decoding()) {
+                int chunk = Math.min(prefillBudget, context.length - entry.prefilled);
+                while (chunk > 0 && kvBlocks(entry.sequence.length(), chunk) > freeBlocks) chunk--;
+                if (chunk == 0) continue;
+                freeBlocks -= kvBlocks(entry.sequence.length(), chunk);
+                steps.add(Step.last(entry.sequence, Arrays.copyOfRange(context, entry.prefilled, entry.prefilled + chunk)));
                 entry.chunk = chunk;
                 prefillBudget -= chunk;
             } else {
@@ -354,7 +481,7 @@ public final class BatchScheduler {
                 entry.prefilled += entry.chunk;
                 entry.chunk = 0;
             }
-            ready[i] = entry.prefilled == entry.request.promptIds().length;
+            ready[i] = entry.decoding();
             if (ready[i] && picks.logits()[i] != null) onHost++;
         }
         IntStream indexes = IntStream.range(0, members.size());
@@ -420,9 +547,11 @@ public final class BatchScheduler {
         volatile boolean cancelled;
         Generation generation;
         Sequence sequence;
-        /** Prompt tokens in the KV cache. */
+        /** The tokens to prefill: the prompt, or after a preemption the prompt and the tokens generated before it. */
+        int[] context;
+        /** Context tokens in the KV cache. */
         int prefilled;
-        /** Prompt tokens in the pass under way. */
+        /** Context tokens in the pass under way. */
         int chunk;
         int nextToken;
         int emitted;
@@ -432,6 +561,12 @@ public final class BatchScheduler {
         Active(GenerationRequest request, long submittedNanos) {
             this.request = request;
             this.submittedNanos = submittedNanos;
+            this.context = request.promptIds();
+        }
+
+        /** Its context is in the KV cache: each step adds the token it generated last. */
+        boolean decoding() {
+            return prefilled == context.length;
         }
     }
 }

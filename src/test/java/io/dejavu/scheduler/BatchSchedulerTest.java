@@ -26,12 +26,12 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -47,6 +47,7 @@ class BatchSchedulerTest {
     /** How many forward passes the engine had begun when each request's finish event was sent. */
     private final Map<String, Integer> passesAtFinish = new ConcurrentHashMap<>();
     private RecordingEngine engine;
+    private final ServiceMetrics metrics = new ServiceMetrics();
     private BatchScheduler scheduler;
 
     @BeforeAll
@@ -65,13 +66,13 @@ class BatchSchedulerTest {
         scheduler.drain();
         scheduler.cancelAll();
         assertTrue(scheduler.awaitStopped(30, TimeUnit.SECONDS));
-        assertEquals(0, engine.open.get(), "every KV cache is freed");
+        assertEquals(Set.of(), engine.open, "every KV cache is freed");
     }
 
-    /** The CPU engine, recording the shape of every forward pass and counting open sequences. */
+    /** The CPU engine, recording the shape of every forward pass and the open sequences. */
     private static class RecordingEngine extends ForwardingEngine {
         final List<int[]> passes = new CopyOnWriteArrayList<>();
-        final AtomicInteger open = new AtomicInteger();
+        final Set<Sequence> open = ConcurrentHashMap.newKeySet();
 
         RecordingEngine() {
             super(new CpuEngine(model, 1));
@@ -79,9 +80,9 @@ class BatchSchedulerTest {
 
         @Override
         public Sequence newSequence() {
-            Sequence sequence = engine.newSequence();
-            open.incrementAndGet();
-            return new Counted(sequence);
+            Counted sequence = new Counted(engine.newSequence());
+            open.add(sequence);
+            return sequence;
         }
 
         /** The engine's sequence, counted while open. */
@@ -100,7 +101,7 @@ class BatchSchedulerTest {
             @Override
             public void close() {
                 sequence.close();
-                open.decrementAndGet();
+                open.remove(this);
             }
         }
 
@@ -109,6 +110,51 @@ class BatchSchedulerTest {
             passes.add(steps.stream().mapToInt(s -> s.tokens().length).toArray());
             return engine.forward(steps.stream()
                     .map(s -> new Step(((Counted) s.sequence()).sequence, s.tokens(), s.allLogits())).toList());
+        }
+    }
+
+    /**
+     * As if its KV cache were a pool of {@code blocks} blocks of 4 positions, as the CUDA engine's is: a pass that
+     * would need more fails, as the CUDA engine's does.
+     */
+    private static final class BoundedKvEngine extends RecordingEngine {
+        static final int BLOCK_TOKENS = 4;
+        final int blocks;
+
+        BoundedKvEngine(int blocks) {
+            this.blocks = blocks;
+        }
+
+        @Override
+        public int kvCacheBlockTokens() {
+            return BLOCK_TOKENS;
+        }
+
+        @Override
+        public int kvCacheBlocks() {
+            return blocks;
+        }
+
+        @Override
+        public int freeKvCacheBlocks() {
+            return blocks - held(Map.of());
+        }
+
+        /** Blocks the open sequences hold once each has grown by {@code growth} (none where absent). */
+        private int held(Map<Sequence, Integer> growth) {
+            int held = 0;
+            for (Sequence s : open) held += (s.length() + growth.getOrDefault(s, 0) + BLOCK_TOKENS - 1) / BLOCK_TOKENS;
+            return held;
+        }
+
+        @Override
+        public List<float[][]> forward(List<Step> steps) {
+            Map<Sequence, Integer> growth = new HashMap<>();
+            for (Step step : steps) growth.put(step.sequence(), step.tokens().length);
+            if (held(growth) > blocks) {
+                throw new IllegalStateException("KV cache full: the pass needs " + held(growth) + " blocks of " + blocks);
+            }
+            return super.forward(steps);
         }
     }
 
@@ -152,7 +198,7 @@ class BatchSchedulerTest {
         scheduler = new BatchScheduler(engine, tokenizer, maxBatch, queueLimit, prefillChunk, maxNumBatchedTokens, event -> {
             if (event instanceof GenerationEvent.Finish) passesAtFinish.put(event.requestId(), engine.passes.size());
             events.add(event);
-        }, new ServiceMetrics());
+        }, metrics);
         scheduler.start();
     }
 
@@ -370,6 +416,69 @@ class BatchSchedulerTest {
         Map<String, FinishReason> reasons = new HashMap<>();
         collect(List.of("waiting"), reasons);
         assertEquals(FinishReason.CANCELLED, reasons.get("waiting"));
+    }
+
+    /**
+     * Four generations whose KV caches do not fit the pool together, though each fits alone: the newest are preempted
+     * and prefilled again later, and every generation gets every token, the same as when it runs alone.
+     */
+    @Test
+    void aFullKvCachePreemptsTheNewestAndLosesNoToken() throws InterruptedException {
+        start(new BoundedKvEngine(16), 4, 16, 5, 9);
+        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
+                "Mr. Speaker, Mr. President, distinguished Members of Congress");
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < texts.size(); i++) {
+            ids.add("r" + i);
+            assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(24))));
+        }
+        Map<String, FinishReason> reasons = new HashMap<>();
+        Map<String, List<Integer>> batched = collect(ids, reasons);
+
+        try (Engine alone = new CpuEngine(model, 1)) {
+            Generator generator = new Generator(alone, tokenizer);
+            for (int i = 0; i < texts.size(); i++) {
+                Generation expected = generator.generate(prompt(texts.get(i)), greedy(24), output -> { });
+                assertArrayEquals(expected.generatedIds(), batched.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
+                        "request " + i + ", through preemptions");
+                assertEquals(expected.finishReason(), reasons.get("r" + i));
+            }
+        }
+        String rendered = metrics.render();
+        long preemptions = rendered.lines().filter(l -> l.startsWith("dejavu_preemptions_total "))
+                .mapToLong(l -> Long.parseLong(l.split(" ")[1])).sum();
+        assertTrue(preemptions > 0, "the pool of 16 blocks held all four only by preempting some:\n" + rendered);
+    }
+
+    /** A prompt the whole KV cache cannot hold is refused when submitted, saying why. */
+    @Test
+    void aPromptLargerThanTheKvCacheIsRefused() {
+        start(new BoundedKvEngine(2), 1, 4, 5, 6);
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> scheduler.submit(new GenerationRequest("long", prompt("import os\nimport sys\n\ndef main():"),
+                        greedy(4))));
+        assertTrue(e.getMessage().contains("KV cache"), e.getMessage());
+    }
+
+    /** A generation that outgrows the whole KV cache alone ends with an error that says so, and the next one runs. */
+    @Test
+    void aGenerationThatOutgrowsTheKvCacheAloneEndsWithAnError() throws InterruptedException {
+        start(new BoundedKvEngine(4), 1, 4, 5, 6);
+        scheduler.submit(new GenerationRequest("long", prompt("The"), greedy(40)));
+        String error = null;
+        for (GenerationEvent event; error == null; ) {
+            event = events.poll(60, TimeUnit.SECONDS);
+            assertNotNull(event, "no event within 60 s");
+            if (event instanceof GenerationEvent.Finish finish) {
+                assertEquals(FinishReason.ERROR, finish.reason());
+                assertEquals(16 - prompt("The").length + 1, finish.completionTokens(), "one per position the cache holds, and the last");
+                error = finish.error();
+            }
+        }
+        assertTrue(error.contains("KV cache is full with this generation alone"), error);
+        scheduler.submit(new GenerationRequest("next", prompt("The"), greedy(3)));
+        Map<String, FinishReason> reasons = new HashMap<>();
+        assertEquals(3, collect(List.of("next"), reasons).get("next").size());
     }
 
     @Test

@@ -481,10 +481,17 @@ public final class CudaEngine implements Engine {
         return weights.bytesPerStep;
     }
 
+    @Override
+    public int kvCacheBlockTokens() {
+        return KvCachePool.BLOCK_TOKENS;
+    }
+
+    @Override
     public int kvCacheBlocks() {
         return cache.blocks();
     }
 
+    @Override
     public int freeKvCacheBlocks() {
         return cache.freeBlocks();
     }
@@ -518,7 +525,8 @@ public final class CudaEngine implements Engine {
     @Override
     public int prepareDecode(int maxSequences) {
         if (!options.cudaGraphs()) return 0;
-        int most = Math.min(maxSequences, Math.min(MAX_SPLIT_TOKENS, maxRows));
+        // each readied size's sequences hold a block of the KV cache apiece while it runs
+        int most = Math.min(Math.min(maxSequences, cache.freeBlocks()), Math.min(MAX_SPLIT_TOKENS, maxRows));
         int sparseMost = predictors == null ? 0 : Math.min(most, Math.min(options.sparseMaxTokens(), maxTokens / 2));
         int readied = 0;
         for (int t = 1; t <= most; t++) {
