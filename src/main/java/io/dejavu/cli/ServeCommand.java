@@ -40,6 +40,9 @@ public final class ServeCommand implements Callable<Integer> {
     String backend;
     @Option(names = "--cpu-threads", paramLabel = "N", description = "the CPU engine's threads; 0 = one per core")
     String cpuThreads;
+    @Option(names = "--kv-cache-mib", paramLabel = "N",
+            description = "the CUDA engine's KV cache in MiB; 0 = 90% of the GPU memory the weights leave")
+    String kvCacheMib;
     @Option(names = "--host", paramLabel = "ADDR", description = "address to listen on")
     String host;
     @Option(names = "--port", paramLabel = "N", description = "port to listen on")

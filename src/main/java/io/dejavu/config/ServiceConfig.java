@@ -23,6 +23,7 @@ import java.util.Map;
  * @param model                the OPT model directory (Hugging Face layout)
  * @param backend              cpu, cuda, or auto (cuda when available, else cpu)
  * @param cpuThreads           the CPU engine's threads, the engine thread included; 0 = one per core
+ * @param kvCacheMib           the CUDA engine's KV cache pool in MiB; 0 = 90% of the GPU memory the weights leave
  * @param httpInstances        HTTP/WebSocket verticle instances; 0 = one per core
  * @param maxBatchSize         most sequences in one engine forward pass
  * @param queueLimit           most requests waiting for a batch slot; beyond it requests are rejected at once
@@ -46,7 +47,8 @@ import java.util.Map;
  * @param webroot              folder served as static files at /
  * @param shutdownGraceSeconds on shutdown, how long in-flight generations may run before they are cancelled
  */
-public record ServiceConfig(Path model, String backend, int cpuThreads, String host, int port, int httpInstances,
+public record ServiceConfig(Path model, String backend, int cpuThreads, int kvCacheMib, String host, int port,
+                            int httpInstances,
                             int maxBatchSize, int queueLimit, int maxPromptTokens, int maxOutputTokens,
                             int prefillChunkTokens, int maxNumBatchedTokens, String sparsity, boolean sparseDefault,
                             List<Integer> sparseMlpK, List<Integer> sparseHeadsKeep, List<String> apiKeys,
@@ -55,7 +57,8 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, String h
 
     /** These settings with the model, webroot and sparsity paths resolved as the server finds them. */
     public ServiceConfig withPaths(Path model, Path webroot, String sparsity) {
-        return new ServiceConfig(model, backend, cpuThreads, host, port, httpInstances, maxBatchSize, queueLimit,
+        return new ServiceConfig(model, backend, cpuThreads, kvCacheMib, host, port, httpInstances, maxBatchSize,
+                queueLimit,
                 maxPromptTokens, maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault,
                 sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot,
                 shutdownGraceSeconds);
@@ -78,6 +81,7 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, String h
         d.put("model", "models/opt-demo");
         d.put("backend", "auto");
         d.put("cpu_threads", 0);
+        d.put("kv_cache_mib", 0);
         d.put("host", "127.0.0.1");
         d.put("port", 8080);
         d.put("http_instances", 0);
@@ -180,7 +184,7 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, String h
                         + maxNumBatchedTokens);
             }
             return new ServiceConfig(Path.of(string("model")), backend, integer("cpu_threads", 0, 4096),
-                    string("host"), integer("port", 0, 65535), integer("http_instances", 0, 1024), maxBatchSize,
+                    integer("kv_cache_mib", 0, Integer.MAX_VALUE), string("host"), integer("port", 0, 65535), integer("http_instances", 0, 1024), maxBatchSize,
                     integer("queue_limit", 0, 1_000_000), maxPromptTokens,
                     integer("max_output_tokens", 1, Integer.MAX_VALUE), prefillChunkTokens, maxNumBatchedTokens,
                     sparsity, bool("sparse_default"),

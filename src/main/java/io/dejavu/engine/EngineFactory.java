@@ -39,35 +39,38 @@ public final class EngineFactory {
     }
 
     /**
-     * Makes an engine for a backend name, the CPU engine's thread count (0 = one per core) and a loaded model, able to
-     * run the predictors when they are not null.
+     * Makes an engine for a backend name, the CPU engine's thread count (0 = one per core), the CUDA engine's KV cache
+     * in MiB (0 = 90% of the GPU memory the weights leave) and a loaded model, able to run the predictors when they
+     * are not null.
      */
     @FunctionalInterface
     public interface Maker {
-        Engine create(String backend, int cpuThreads, OptModel model, Predictors predictors);
+        Engine create(String backend, int cpuThreads, int kvCacheMib, OptModel model, Predictors predictors);
     }
 
     /**
      * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
      */
     public static Engine create(String backend, OptModel model) {
-        return create(backend, 0, model, null);
+        return create(backend, 0, 0, model, null);
     }
 
     /**
      * The engine, with Deja Vu sparse steps enabled when predictors are given.
      *
      * @param cpuThreads the CPU engine's threads, the calling one included; 0 = one per core
+     * @param kvCacheMib the CUDA engine's KV cache pool; 0 = 90% of the GPU memory the weights leave
      * @throws IllegalStateException when cuda is asked for and cannot be used, with the reason
      */
-    public static Engine create(String backend, int cpuThreads, OptModel model, Predictors predictors) {
+    public static Engine create(String backend, int cpuThreads, int kvCacheMib, OptModel model, Predictors predictors) {
         return switch (resolve(backend)) {
             case "cpu" -> {
                 CpuEngine cpu = cpuThreads > 0 ? new CpuEngine(model, cpuThreads) : new CpuEngine(model);
                 if (predictors != null) cpu.attachPredictors(predictors);
                 yield cpu;
             }
-            case "cuda" -> CudaEngine.load(model, CudaEngine.Options.defaults(), predictors);
+            case "cuda" -> CudaEngine.load(model, CudaEngine.Options.defaults().withKvCacheBytes(kvCacheMib * 1048576L),
+                    predictors);
             default -> throw new IllegalStateException("unreachable: " + backend);
         };
     }

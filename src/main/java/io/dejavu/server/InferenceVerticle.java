@@ -52,8 +52,10 @@ final class InferenceVerticle extends VerticleBase {
         Engine engine;
         try {
             model = OptModel.load(config.model());
-            engine = engines.create(config.backend(), config.cpuThreads(), model, sparsity.predictors());
+            engine = engines.create(config.backend(), config.cpuThreads(), config.kvCacheMib(), model,
+                    sparsity.predictors());
             reportSparsity(engine);
+            checkKvCache(engine);
             prepareDecode(engine);
         } catch (RuntimeException e) {
             failure = e.getMessage();
@@ -77,6 +79,27 @@ final class InferenceVerticle extends VerticleBase {
         System.err.printf(Locale.ROOT, "dejavu: engine %s ready in %.1f s (max batch %d, queue limit %d)%n",
                 engine.backend(), (System.nanoTime() - begin) / 1e9, config.maxBatchSize(), config.queueLimit());
         return Future.succeededFuture();
+    }
+
+    /**
+     * A KV cache of fixed size must hold at least one generation of the longest the limits allow, or such a request
+     * could only fail; the server does not start with one that cannot. Others may wait, or be preempted, for room.
+     */
+    private void checkKvCache(Engine engine) {
+        int blockTokens = engine.kvCacheBlockTokens();
+        if (blockTokens == 0) return;
+        long positions = (long) engine.kvCacheBlocks() * blockTokens;
+        long longest = Math.min(model.config().maxPositionEmbeddings(),
+                (long) config.maxPromptTokens() + config.maxOutputTokens());
+        System.err.printf(Locale.ROOT, "dejavu: KV cache of %d positions (%d blocks of %d), %.1f generations of the "
+                + "longest the limits allow (%d positions)%n", positions, engine.kvCacheBlocks(), blockTokens,
+                (double) positions / longest, longest);
+        if (positions < longest) {
+            engine.close();
+            throw new IllegalStateException("the KV cache holds " + positions + " positions, fewer than one "
+                    + "generation may take (max_prompt_tokens + max_output_tokens, at most the model's context: "
+                    + longest + "): raise kv_cache_mib or lower those limits");
+        }
     }
 
     /** Readies the engine's decode steps up to the batch limit, so that no request waits for a CUDA graph's capture. */

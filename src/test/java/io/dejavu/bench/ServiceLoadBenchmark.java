@@ -206,7 +206,7 @@ public final class ServiceLoadBenchmark {
     private static List<Double> engineAlone(Path modelDir, int cpuThreads, int streams, int steps) {
         Tokenizer tokenizer = Tokenizer.load(modelDir);
         try (OptModel model = OptModel.load(modelDir);
-             Engine engine = EngineFactory.create("cpu", cpuThreads, model, null)) {
+             Engine engine = EngineFactory.create("cpu", cpuThreads, 0, model, null)) {
             List<Sequence> sequences = new ArrayList<>();
             List<Step> prefill = new ArrayList<>();
             for (int i = 0; i < streams; i++) {

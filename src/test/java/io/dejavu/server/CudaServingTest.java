@@ -24,12 +24,15 @@ import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The server with the CUDA engine and opt-demo (skipped where no CUDA device or kernels are present; run on the GPU
  * machine by scripts/gpu/gpu-check.sh): greedy tokens picked on the GPU are the CUDA engine's own, seeded draws repeat
- * on the GPU and on the host, and a request that needs the host's sampler runs beside one that does not.
+ * on the GPU and on the host, a request that needs the host's sampler runs beside one that does not, and a KV cache
+ * too small for the batch preempts rather than fails.
  */
 class CudaServingTest {
     private static final Path MODEL = Path.of("models/opt-demo");
@@ -58,6 +61,10 @@ class CudaServingTest {
 
     /** Each generation's token ids in order, sent one after another so that each runs alone (batch 1). */
     private static List<List<Integer>> runAlone(List<JsonObject> generations) throws Exception {
+        return runAlone(server, generations);
+    }
+
+    private static List<List<Integer>> runAlone(TestServer server, List<JsonObject> generations) throws Exception {
         List<List<Integer>> out = new ArrayList<>();
         try (WsClient ws = WsClient.connect(vertx, server.port)) {
             for (JsonObject generation : generations) {
@@ -125,6 +132,44 @@ class CudaServingTest {
         assertNotEquals(runs.get(0), runs.get(2), "another seed on the GPU");
         assertEquals(runs.get(3), runs.get(4), "the same seed on the host");
         assertNotEquals(runs.get(3), runs.get(5), "another seed on the host");
+    }
+
+    /**
+     * A KV cache of 4 MiB (32 blocks of 16 positions at opt-demo's shapes) holds one generation of 64 + 256 positions
+     * but not four of 200: the server preempts and prefills again, and each stream gets the tokens it gets alone.
+     */
+    @Test
+    void aSmallKvCachePreemptsAndEveryStreamGetsItsTokens() throws Exception {
+        try (TestServer small = TestServer.start(Map.of("backend", "cuda", "max_batch_size", "4", "kv_cache_mib", "4",
+                "max_prompt_tokens", "64", "max_output_tokens", "256"))) {
+            List<String> prompts = List.of("The President said that", "In the beginning", "Mr. Speaker, the",
+                    "Once upon a time");
+            List<JsonObject> requests = new ArrayList<>();
+            for (int i = 0; i < prompts.size(); i++) {
+                requests.add(generate("k" + i, prompts.get(i), 200, new JsonObject().put("temperature", 0)));
+            }
+            List<List<Integer>> alone = runAlone(small, requests);
+            Map<String, List<Integer>> together;
+            try (WsClient ws = WsClient.connect(vertx, small.port)) {
+                requests.forEach(ws::send);
+                together = collect(ws, requests.size());
+            }
+            for (int i = 0; i < prompts.size(); i++) {
+                assertEquals(alone.get(i), together.get("k" + i), "prompt " + i + " beside the others");
+            }
+            String metrics = small.get("/metrics").body();
+            long preemptions = metrics.lines().filter(l -> l.startsWith("dejavu_preemptions_total "))
+                    .mapToLong(l -> Long.parseLong(l.split(" ")[1])).sum();
+            assertTrue(preemptions > 0, "four of ~205 positions do not fit 512 at once:\n" + metrics);
+        }
+    }
+
+    /** A KV cache that cannot hold one generation of the longest the limits allow stops the server at start. */
+    @Test
+    void aKvCacheTooSmallForOneGenerationStopsTheStart() {
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> TestServer.start(
+                Map.of("backend", "cuda", "kv_cache_mib", "1")).close());
+        assertTrue(e.getMessage().contains("kv_cache_mib"), e.getMessage());
     }
 
     /** A request that needs the host's sampler and one that does not share steps, and both get all their tokens. */

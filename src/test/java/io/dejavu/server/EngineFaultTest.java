@@ -22,7 +22,7 @@ class EngineFaultTest {
 
     @BeforeAll
     static void start() {
-        server = TestServer.start(Map.of(), (backend, cpuThreads, model, predictors) ->
+        server = TestServer.start(Map.of(), (backend, cpuThreads, kvCacheMib, model, predictors) ->
                 new HookedEngine(new CpuEngine(model), () -> {
                     switch (failNextStep.getAndSet(null)) {
                         case null -> { }

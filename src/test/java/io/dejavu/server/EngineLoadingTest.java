@@ -25,13 +25,13 @@ class EngineLoadingTest {
         CountDownLatch loaded = new CountDownLatch(1);
         int port = TestServer.freePort();
         CompletableFuture<TestServer> started = CompletableFuture.supplyAsync(() -> TestServer.start(
-                Map.of("port", Integer.toString(port)), (backend, cpuThreads, model, predictors) -> {
+                Map.of("port", Integer.toString(port)), (backend, cpuThreads, kvCacheMib, model, predictors) -> {
                     try {
                         loaded.await();
                     } catch (InterruptedException e) {
                         throw new IllegalStateException(e);
                     }
-                    return EngineFactory.create(backend, cpuThreads, model, predictors);
+                    return EngineFactory.create(backend, cpuThreads, kvCacheMib, model, predictors);
                 }));
         try (HttpClient http = HttpClient.newHttpClient()) {
             String base = "http://127.0.0.1:" + port;

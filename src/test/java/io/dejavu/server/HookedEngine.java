@@ -18,8 +18,8 @@ final class HookedEngine extends ForwardingEngine {
 
     /** The backend's engine, each step made at least this much longer: a long generation outlasts a test's steps. */
     static EngineFactory.Maker slowed(long millisPerStep) {
-        return (backend, cpuThreads, model, predictors) ->
-                new HookedEngine(EngineFactory.create(backend, cpuThreads, model, predictors), () -> {
+        return (backend, cpuThreads, kvCacheMib, model, predictors) ->
+                new HookedEngine(EngineFactory.create(backend, cpuThreads, kvCacheMib, model, predictors), () -> {
                     try {
                         Thread.sleep(millisPerStep);
                     } catch (InterruptedException e) {

@@ -13,10 +13,10 @@ class CpuThreadsTest {
     @Test
     void theCpuEngineRunsTheThreadsItIsGiven() {
         try (OptModel model = OptModel.load(GoldenReference.shared().resolve("golden/opt-tiny-preln"))) {
-            try (Engine three = EngineFactory.create("cpu", 3, model, null)) {
+            try (Engine three = EngineFactory.create("cpu", 3, 0, model, null)) {
                 assertEquals(3, assertInstanceOf(CpuEngine.class, three).threads());
             }
-            try (Engine perCore = EngineFactory.create("cpu", 0, model, null)) {
+            try (Engine perCore = EngineFactory.create("cpu", 0, 0, model, null)) {
                 assertEquals(Runtime.getRuntime().availableProcessors(),
                         assertInstanceOf(CpuEngine.class, perCore).threads());
             }
