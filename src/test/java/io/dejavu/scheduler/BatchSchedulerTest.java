@@ -241,15 +241,18 @@ class BatchSchedulerTest {
         return tokens;
     }
 
-    @Test
-    void batchedChunkedGenerationEqualsEachRequestAlone() throws InterruptedException {
-        start(3, 16, 5);
+    /**
+     * Submits four texts at once as greedy requests of {@code maxTokens} ("r0".."r3"), and checks that each gets the
+     * tokens and the finish it gets alone.
+     */
+    private void assertEachGetsWhatItGetsAlone(int maxTokens, String how) throws InterruptedException {
         List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
                 "Mr. Speaker, Mr. President, distinguished Members of Congress");
         List<String> ids = new ArrayList<>();
         for (int i = 0; i < texts.size(); i++) {
             ids.add("r" + i);
-            assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(10))));
+            assertEquals(Admission.ACCEPTED,
+                    scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(maxTokens))));
         }
         Map<String, FinishReason> reasons = new HashMap<>();
         Map<String, List<Integer>> batched = collect(ids, reasons);
@@ -257,12 +260,18 @@ class BatchSchedulerTest {
         try (Engine alone = new CpuEngine(model, 1)) {
             Generator generator = new Generator(alone, tokenizer);
             for (int i = 0; i < texts.size(); i++) {
-                Generation expected = generator.generate(prompt(texts.get(i)), greedy(10), output -> { });
+                Generation expected = generator.generate(prompt(texts.get(i)), greedy(maxTokens), output -> { });
                 assertArrayEquals(expected.generatedIds(), batched.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
-                        "request " + i + " batched with others and prefilled in chunks");
+                        "request " + i + ", " + how);
                 assertEquals(expected.finishReason(), reasons.get("r" + i));
             }
         }
+    }
+
+    @Test
+    void batchedChunkedGenerationEqualsEachRequestAlone() throws InterruptedException {
+        start(3, 16, 5);
+        assertEachGetsWhatItGetsAlone(10, "batched with others and prefilled in chunks");
         for (int[] pass : engine.passes) {
             assertTrue(pass.length <= 3, "at most max_batch_size sequences per pass");
             int prefill = 0;
@@ -425,25 +434,7 @@ class BatchSchedulerTest {
     @Test
     void aFullKvCachePreemptsTheNewestAndLosesNoToken() throws InterruptedException {
         start(new BoundedKvEngine(16), 4, 16, 5, 9);
-        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
-                "Mr. Speaker, Mr. President, distinguished Members of Congress");
-        List<String> ids = new ArrayList<>();
-        for (int i = 0; i < texts.size(); i++) {
-            ids.add("r" + i);
-            assertEquals(Admission.ACCEPTED, scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(24))));
-        }
-        Map<String, FinishReason> reasons = new HashMap<>();
-        Map<String, List<Integer>> batched = collect(ids, reasons);
-
-        try (Engine alone = new CpuEngine(model, 1)) {
-            Generator generator = new Generator(alone, tokenizer);
-            for (int i = 0; i < texts.size(); i++) {
-                Generation expected = generator.generate(prompt(texts.get(i)), greedy(24), output -> { });
-                assertArrayEquals(expected.generatedIds(), batched.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
-                        "request " + i + ", through preemptions");
-                assertEquals(expected.finishReason(), reasons.get("r" + i));
-            }
-        }
+        assertEachGetsWhatItGetsAlone(24, "through preemptions");
         String rendered = metrics.render();
         long preemptions = rendered.lines().filter(l -> l.startsWith("dejavu_preemptions_total "))
                 .mapToLong(l -> Long.parseLong(l.split(" ")[1])).sum();
