@@ -397,6 +397,12 @@ public final class BatchScheduler {
             }
             members.add(entry);
         }
+        if (steps.isEmpty()) {
+            // Only prompts, and no KV cache block for any of them (the decoding sequences grew into the room they
+            // were promised): the newest gives its blocks up, so that the others advance.
+            preempt(running.getLast());
+            return;
+        }
         List<TokenChoice> choices = deviceChoices(members);
         long start = System.nanoTime();
         if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
