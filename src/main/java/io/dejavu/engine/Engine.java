@@ -86,6 +86,41 @@ public interface Engine extends AutoCloseable {
     }
 
     /**
+     * Whether {@link #submitNextTokens} and {@link #submitFollowing} return before the tokens are picked, so that a
+     * caller can queue the next decode step behind one whose tokens it has not read yet, and the device does not wait
+     * for the host between the two (the CUDA engine, for dense decode steps). Where false they run at once.
+     */
+    default boolean runsAhead() {
+        return false;
+    }
+
+    /** The tokens of a decode step submitted by {@link #submitNextTokens} or {@link #submitFollowing}. */
+    interface PendingTokens {
+        /** Waits for the step and returns its next tokens, per step in order; the same array every call. */
+        int[] await();
+    }
+
+    /**
+     * {@link #nextTokens} for one-token steps, as a step that may still be running when this returns (see
+     * {@link #runsAhead}). Its sequences already count its tokens. This default runs it at once.
+     */
+    default PendingTokens submitNextTokens(List<Step> steps, List<TokenChoice> choices) {
+        int[] tokens = nextTokens(steps, choices);
+        return () -> tokens;
+    }
+
+    /**
+     * The decode step after {@code previous}, for the same sequences in the same order: each is fed the token
+     * picked for it there, which the host need not have read. This default waits for those tokens.
+     */
+    default PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
+        int[] fed = previous.await();
+        List<Step> steps = new java.util.ArrayList<>(sequences.size());
+        for (int i = 0; i < sequences.size(); i++) steps.add(Step.last(sequences.get(i), fed[i]));
+        return submitNextTokens(steps, choices);
+    }
+
+    /**
      * What {@link #nextTokensOrLogits} gives per step: the token picked on the device ({@code tokens[i]}, where the
      * step had a choice), or the last logits to pick from on the host ({@code logits[i]}, where it had none).
      */

@@ -263,6 +263,10 @@ final class CudaContext implements AutoCloseable {
         cuMemcpyDtoHAsync(dst, src.ptr(offset), bytes, stream);
     }
 
+    void copy(DeviceMemory dst, long dstOffset, DeviceMemory src, long srcOffset, long bytes) {
+        cuMemcpyDtoDAsync(dst.ptr(dstOffset), src.ptr(srcOffset), bytes, stream);
+    }
+
     void synchronize() {
         cuStreamSynchronize(sideStream);
         cuStreamSynchronize(stream);

@@ -9,6 +9,8 @@ import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
 import io.dejavu.sparsity.Predictors;
 import jcuda.Pointer;
+import jcuda.driver.CUevent;
+import jcuda.driver.CUevent_flags;
 import jcuda.driver.CUgraph;
 import jcuda.driver.CUgraphExec;
 import jcuda.driver.CUstreamCaptureMode;
@@ -142,15 +144,20 @@ public final class CudaEngine implements Engine {
     private final String attentionKernel;
     private final DeviceMemory scratch, meta, counters;
     private final long x, normed, queries, attended, ffn, headRows, headIn, logits, partialOut, partialMaxSum, ids;
-    private final Pointer hostMetaPtr = new Pointer(), hostLogitsPtr = new Pointer();
-    private final ByteBuffer hostMeta, hostLogits;
+    private final Pointer hostLogitsPtr = new Pointer();
+    private final ByteBuffer hostLogits;
+    /** Host buffers of the passes in flight, used in turn (see {@link PassSlot}). */
+    private final PassSlot[] slots = new PassSlot[2];
+    private int nextSlot;
+    /** Passes queued so far. */
+    private long passes;
     private final Map<Integer, CUgraphExec> graphs = new HashMap<>();
     /** Per graph key (as graphs): what {@link #fasterGraph} found. */
     private final Map<Integer, LaunchTuning> launchTunings = new HashMap<>();
     /** Null without predictors. */
     private final DevicePredictors predictors;
-    private final Pointer hostCountsPtr = new Pointer(), hostIdsPtr = new Pointer();
-    private final ByteBuffer hostCounts, hostIds;
+    private final Pointer hostCountsPtr = new Pointer();
+    private final ByteBuffer hostCounts;
     private StepSparsity lastSparsity;
     private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
     private boolean closed;
@@ -218,7 +225,7 @@ public final class CudaEngine implements Engine {
         cuMemsetD32(counters.ptr(0), 0, (long) splitTokens * heads);
         long metaBytes = 4L * metaInts(maxTokens, maxTokens, maxRows);
         meta = cuda.alloc(metaBytes, "step metadata");
-        hostMeta = pinned(hostMetaPtr, metaBytes);
+        for (int i = 0; i < slots.length; i++) slots[i] = new PassSlot(metaBytes, 4L * maxRows);
         hostLogits = pinned(hostLogitsPtr, 4L * maxRows * vocab);
         predictors = sparsity == null ? null : sparsity.create(cuda, kernels, weights);
         if (predictors != null) {
@@ -226,7 +233,6 @@ public final class CudaEngine implements Engine {
                     predictors.extraBytes / 1048576.0);
         }
         hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
-        hostIds = pinned(hostIdsPtr, 4L * maxRows);
         if (kernels.useWgmma(options.wgmma())) {
             kernels.splitKWorkspace(cuda.alloc(kernels.splitKBytes(), "split-K partial sums of the prefill GEMM").at(0));
         }
@@ -571,6 +577,101 @@ public final class CudaEngine implements Engine {
         return new Picks(next, logits);
     }
 
+    /**
+     * Dense decode steps whose tokens are all picked on the GPU run ahead: the step is queued and its tokens read when
+     * asked, so that the next step can be queued behind it first ({@link #submitFollowing}).
+     */
+    @Override
+    public boolean runsAhead() {
+        return options.cudaGraphs() && !cuda.profiling();
+    }
+
+    @Override
+    public PendingTokens submitNextTokens(List<Step> steps, List<TokenChoice> choices) {
+        if (!runsAheadFor(steps, choices)) return Engine.super.submitNextTokens(steps, choices);
+        checkOpen();
+        cuda.makeCurrent();
+        validate(steps);
+        return submit(steps, choices, false);
+    }
+
+    /** The step after {@code previous} is queued at once: its tokens go from that step's picks to its input on the GPU. */
+    @Override
+    public PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
+        List<Step> steps = new ArrayList<>(sequences.size());
+        for (Sequence sequence : sequences) steps.add(Step.last(sequence, 0));  // the token comes on the device
+        // its picks are still in the device's ids buffer only while no pass has run since
+        if (!(previous instanceof Submitted before) || before.engine() != this || before.pass != passes
+                || !before.sequences.equals(sequences) || !runsAheadFor(steps, choices)) {
+            return Engine.super.submitFollowing(previous, sequences, choices);
+        }
+        checkOpen();
+        cuda.makeCurrent();
+        validate(steps);
+        return submit(steps, choices, true);
+    }
+
+    /** Whether these steps make one dense decode pass whose every token is picked on the GPU. */
+    private boolean runsAheadFor(List<Step> steps, List<TokenChoice> choices) {
+        if (!runsAhead() || steps.isEmpty() || choices.size() != steps.size()
+                || steps.size() > Math.min(Math.min(MAX_SPLIT_TOKENS, maxRows), maxTokens)) {
+            return false;
+        }
+        for (int i = 0; i < steps.size(); i++) {
+            Step step = steps.get(i);
+            if (choices.get(i) == null || step.tokens().length != 1 || step.allLogits() || step.sparse()) return false;
+        }
+        return true;
+    }
+
+    private Submitted submit(List<Step> steps, List<TokenChoice> choices, boolean tokensOnDevice) {
+        List<Piece> pieces = new ArrayList<>(steps.size());
+        List<Sequence> sequences = new ArrayList<>(steps.size());
+        for (int i = 0; i < steps.size(); i++) {
+            Step step = steps.get(i);
+            pieces.add(new Piece(i, (CudaSequence) step.sequence(), step.tokens(), 0, 1, false, false));
+            sequences.add(step.sequence());
+        }
+        lastSparsity = null;
+        Enqueued pass = enqueue(pieces, choices, true, tokensOnDevice);
+        cuEventRecord(pass.slot().done, cuda.stream());
+        Submitted submitted = new Submitted(pass.slot(), passes, steps.size(), sequences);
+        pass.slot().unread = submitted;
+        return submitted;
+    }
+
+    /** A decode pass on the stream; its picked tokens are in its slot once its event has passed. */
+    private final class Submitted implements PendingTokens {
+        final PassSlot slot;
+        /** Which pass it was ({@link #passes} when it was queued). */
+        final long pass;
+        final int rows;
+        final List<Sequence> sequences;
+        private int[] tokens;
+
+        Submitted(PassSlot slot, long pass, int rows, List<Sequence> sequences) {
+            this.slot = slot;
+            this.pass = pass;
+            this.rows = rows;
+            this.sequences = sequences;
+        }
+
+        CudaEngine engine() {
+            return CudaEngine.this;
+        }
+
+        @Override
+        public int[] await() {
+            if (tokens == null) {
+                cuEventSynchronize(slot.done);
+                tokens = new int[rows];
+                slot.ids.clear().asIntBuffer().get(tokens);  // a decode pass's rows are its steps, in order
+                slot.unread = null;
+            }
+            return tokens;
+        }
+    }
+
     /** A piece of a step that goes into one pass: tokens [from, to) of the step. */
     private record Piece(int step, CudaSequence sequence, int[] tokens, int from, int to, boolean allLogits,
                          boolean sparse) {
@@ -668,7 +769,88 @@ public final class CudaEngine implements Engine {
         return choicesAt(t, s) + CHOICE_INTS * r;
     }
 
+    /**
+     * Host-side buffers of one pass: the source of its metadata upload and the destination of its picked tokens
+     * (pinned), and an event after its last copy. There are two, used in turn, so that a pass can be queued while the
+     * one before still runs and its tokens are still to be read ({@link #submitFollowing}).
+     */
+    private static final class PassSlot {
+        final Pointer metaPtr = new Pointer(), idsPtr = new Pointer();
+        final ByteBuffer meta, ids;
+        final CUevent done = new CUevent();
+        /** A submitted pass whose tokens are still in {@link #ids}, unread. */
+        Submitted unread;
+
+        PassSlot(long metaBytes, long idsBytes) {
+            meta = pinned(metaPtr, metaBytes);
+            ids = pinned(idsPtr, idsBytes);
+            cuEventCreate(done, CUevent_flags.CU_EVENT_DISABLE_TIMING);
+        }
+
+        void free() {
+            cuEventDestroy(done);
+            cuMemFreeHost(metaPtr);
+            cuMemFreeHost(idsPtr);
+        }
+    }
+
+    /** The next pass's slot; a submitted pass that used it before has its tokens read first. */
+    private PassSlot takeSlot() {
+        PassSlot slot = slots[nextSlot];
+        nextSlot ^= 1;
+        if (slot.unread != null) slot.unread.await();
+        return slot;
+    }
+
+    /** A queued pass: where its rows' results are, and what it ran. */
+    private record Enqueued(PassSlot slot, int r, int[] rowStep, boolean sparse, int sparseTokens) {
+    }
+
     private void runPass(List<Piece> pieces, List<TokenChoice> choices, float[][][] logitsOut, int[] nextOut) {
+        boolean picking = nextOut != null;
+        Enqueued pass = enqueue(pieces, choices, picking, false);
+        int r = pass.r();
+        int[] rowStep = pass.rowStep();
+        // Logit rows cross to the host where no token is picked on the GPU: all rows, or those of steps without a
+        // choice, each where it lies.
+        boolean[] wanted = new boolean[r];
+        for (int row = 0; row < r; row++) {
+            wanted[row] = logitsOut != null && logitsOut[rowStep[row]] != null
+                    && (!picking || choices.get(rowStep[row]) == null);
+            if (picking && wanted[row]) {
+                cuda.download(hostLogitsPtr.withByteOffset(4L * row * vocab), scratch,
+                        logits - scratch.address() + 4L * row * vocab, 4L * vocab);
+            }
+        }
+        if (!picking) cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
+        cuda.synchronize();
+        if (picking) {
+            IntBuffer got = pass.slot().ids.clear().asIntBuffer();
+            for (int row = 0; row < r; row++) nextOut[rowStep[row]] = got.get(row);
+        }
+        FloatBuffer got = hostLogits.clear().asFloatBuffer();
+        for (int row = 0; row < r; row++) {
+            if (!wanted[row]) continue;
+            float[] l = new float[vocab];
+            got.get(row * vocab, l);
+            float[][] stepRows = logitsOut[rowStep[row]];
+            if (stepRows.length == 1) stepRows[0] = l;
+            else {
+                // allLogits rows of one step come in order; earlier passes filled the first ones
+                int k = 0;
+                while (stepRows[k] != null) k++;
+                stepRows[k] = l;
+            }
+        }
+        if (pass.sparseTokens() > 0) tally(pass.sparse(), pass.sparseTokens());
+    }
+
+    /**
+     * Queues one pass on the stream, with its tokens picked on the GPU and copied to its slot where {@code pick};
+     * with {@code tokensOnDevice} its tokens are the ones the pass before picked, copied on the device (the pieces'
+     * own are placeholders). The pieces' sequences count the pass's tokens when this returns.
+     */
+    private Enqueued enqueue(List<Piece> pieces, List<TokenChoice> choices, boolean pick, boolean tokensOnDevice) {
         int t = 0, r = 0, sparseTokens = 0;
         boolean decode = true, allSparse = true;
         for (Piece piece : pieces) {
@@ -685,7 +867,9 @@ public final class CudaEngine implements Engine {
         int s = pieces.size();
         // Metadata, one upload: tokens, positions, slots, query's sequence, query's context, logit rows [T each],
         // block tables [S][maxBlocks], token choices [R][CHOICE_INTS].
-        IntBuffer ints = hostMeta.clear().asIntBuffer();
+        PassSlot slot = takeSlot();
+        passes++;
+        IntBuffer ints = slot.meta.clear().asIntBuffer();
         int ti = 0, ri = 0;
         int[] rowStep = new int[r];
         int[] rowPosition = new int[r];
@@ -736,7 +920,8 @@ public final class CudaEngine implements Engine {
                 token += piece.count();
             }
         }
-        cuda.upload(meta, 0, hostMetaPtr, 4L * metaInts(t, s, r));
+        cuda.upload(meta, 0, slot.metaPtr, 4L * metaInts(t, s, r));
+        if (tokensOnDevice) cuda.copy(meta, 0, scratch, ids - scratch.address(), 4L * t);
         if (options.poison()) cuMemsetD16Async(scratch.ptr(0), (short) 0x7E00, scratch.bytes() / 2, cuda.stream());
 
         if (decode && options.cudaGraphs() && !cuda.profiling() && t <= Math.min(MAX_SPLIT_TOKENS, maxRows)) {
@@ -754,45 +939,12 @@ public final class CudaEngine implements Engine {
             encode(t, s, r, 1, tiles, false);
         }
         if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
-
-        // Logit rows cross to the host where no token is picked on the GPU: all rows, or those of steps without a
-        // choice, each where it lies.
-        boolean picking = nextOut != null;
-        if (picking) {
+        if (pick) {
             kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids);
-            cuda.download(hostIdsPtr, scratch, ids - scratch.address(), 4L * r);
-        }
-        boolean[] wanted = new boolean[r];
-        for (int row = 0; row < r; row++) {
-            wanted[row] = logitsOut != null && logitsOut[rowStep[row]] != null
-                    && (!picking || choices.get(rowStep[row]) == null);
-            if (picking && wanted[row]) {
-                cuda.download(hostLogitsPtr.withByteOffset(4L * row * vocab), scratch,
-                        logits - scratch.address() + 4L * row * vocab, 4L * vocab);
-            }
-        }
-        if (!picking) cuda.download(hostLogitsPtr, scratch, logits - scratch.address(), 4L * r * vocab);
-        cuda.synchronize();
-        if (picking) {
-            IntBuffer got = hostIds.clear().asIntBuffer();
-            for (int row = 0; row < r; row++) nextOut[rowStep[row]] = got.get(row);
-        }
-        FloatBuffer got = hostLogits.clear().asFloatBuffer();
-        for (int row = 0; row < r; row++) {
-            if (!wanted[row]) continue;
-            float[] l = new float[vocab];
-            got.get(row * vocab, l);
-            float[][] stepRows = logitsOut[rowStep[row]];
-            if (stepRows.length == 1) stepRows[0] = l;
-            else {
-                // allLogits rows of one step come in order; earlier passes filled the first ones
-                int k = 0;
-                while (stepRows[k] != null) k++;
-                stepRows[k] = l;
-            }
+            cuda.download(slot.idsPtr, scratch, ids - scratch.address(), 4L * r);
         }
         for (Piece piece : pieces) piece.sequence().advance(piece.count());
-        if (sparseTokens > 0) tally(sparse, sparseTokens);
+        return new Enqueued(slot, r, rowStep, sparse, sparseTokens);
     }
 
     /** Adds a pass's sparse tokens to the run's figures: the counts its selections left, or all for a dense pass. */
@@ -930,10 +1082,9 @@ public final class CudaEngine implements Engine {
         if (closed) return;
         closed = true;
         dropGraphs();
-        cuMemFreeHost(hostMetaPtr);
+        for (PassSlot slot : slots) slot.free();
         cuMemFreeHost(hostLogitsPtr);
         cuMemFreeHost(hostCountsPtr);
-        cuMemFreeHost(hostIdsPtr);
         cuda.close();
     }
 }

@@ -215,6 +215,68 @@ class CudaEngineGoldenTest {
         }
     }
 
+    /**
+     * Decode steps run ahead (each queued before the tokens of the one before are read; those tokens reach it on the
+     * GPU) give the tokens of steps run one at a time, greedy and seeded draws alike; and a pass in between (another
+     * sequence's prefill) is honoured: the step after it is fed from the host.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"opt-tiny-preln"})
+    void stepsRunAheadGiveTheTokensOfStepsRunInTurn(String name) throws Exception {
+        JsonNode cases = Gpu.reference(name).get("cases");
+        List<int[]> prompts = List.of(Gpu.ints(cases.get(0).get("input_ids")), Gpu.ints(cases.get(1).get("input_ids")),
+                Gpu.ints(cases.get(0).get("input_ids")));
+        List<TokenChoice> choices = List.of(TokenChoice.greedy(), new TokenChoice(0.9f, 0.95f, 0, 5),
+                new TokenChoice(1.1f, 1, 20, 6));
+        int steps = 16;
+        try (OptModel model = OptModel.load(Gpu.golden(name)); CudaEngine engine = Gpu.engine(model)) {
+            assertTrue(engine.runsAhead());
+            int[][] inTurn = new int[steps][];
+            List<Sequence> seqs = open(engine, 3);
+            int[] next = first(engine, seqs, prompts, choices);
+            for (int i = 0; i < steps; i++) {
+                List<Step> batch = new ArrayList<>();
+                for (int k = 0; k < 3; k++) batch.add(Step.last(seqs.get(k), next[k]));
+                next = inTurn[i] = engine.nextTokens(batch, choices);
+            }
+            seqs.forEach(Sequence::close);
+
+            seqs = open(engine, 3);
+            next = first(engine, seqs, prompts, choices);
+            List<Step> batch = new ArrayList<>();
+            for (int k = 0; k < 3; k++) batch.add(Step.last(seqs.get(k), next[k]));
+            Engine.PendingTokens pending = engine.submitNextTokens(batch, choices);
+            for (int i = 0; i < steps; i++) {
+                if (i == steps / 2) {
+                    try (Sequence other = engine.newSequence()) {
+                        engine.forward(List.of(Step.last(other, prompts.get(1))));
+                    }
+                }
+                Engine.PendingTokens following = i + 1 < steps ? engine.submitFollowing(pending, seqs, choices) : null;
+                assertArrayEquals(inTurn[i], pending.await(), "step " + i);
+                assertArrayEquals(inTurn[i], pending.await(), "the same tokens when asked again");
+                pending = following;
+            }
+            for (int k = 0; k < 3; k++) {
+                assertEquals(prompts.get(k).length + steps, seqs.get(k).length(), "every step counted once");
+            }
+            seqs.forEach(Sequence::close);
+        }
+    }
+
+    private static List<Sequence> open(CudaEngine engine, int count) {
+        List<Sequence> seqs = new ArrayList<>();
+        for (int k = 0; k < count; k++) seqs.add(engine.newSequence());
+        return seqs;
+    }
+
+    /** Prefills each sequence with its prompt; returns the tokens picked after them. */
+    private static int[] first(CudaEngine engine, List<Sequence> seqs, List<int[]> prompts, List<TokenChoice> choices) {
+        List<Step> steps = new ArrayList<>();
+        for (int k = 0; k < seqs.size(); k++) steps.add(Step.last(seqs.get(k), prompts.get(k)));
+        return engine.nextTokens(steps, choices);
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"opt-tiny-preln"})
     void fullKvCacheSaysSo(String name) throws Exception {
