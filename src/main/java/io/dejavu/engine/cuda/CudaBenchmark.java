@@ -1,6 +1,7 @@
 package io.dejavu.engine.cuda;
 
 import io.dejavu.bench.RandomPrompts;
+import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.TokenChoice;
@@ -44,8 +45,8 @@ public final class CudaBenchmark {
 
     /** What one run measured. */
     public record Result(String device, String shape, CudaEngine.LaunchTuning launch, int batch, int promptLen, int genLen, double prefillMs,
-                         String prefillGemm, double wmmaPrefillMs, double decodeStepMs, double graphStepMs,
-                         double weightGb, double copyGbPerS) {
+                         String prefillGemm, double wmmaPrefillMs, double decodeStepMs, double aheadStepMs,
+                         double graphStepMs, double weightGb, double copyGbPerS) {
         public double tokensPerSecond() {
             return batch * 1000 / decodeStepMs;
         }
@@ -76,15 +77,16 @@ public final class CudaBenchmark {
                     decode graph      %s
                     prefill           %.2f ms (%d tokens, one sequence, best of 5, %s GEMM; with the wmma GEMM: %.2f ms)
                     decode            %.3f ms/step (each sequence's token latency), %.3f ms per token amortised, %.1f tokens/s
+                    decode, run ahead %.3f ms/step (each step queued before the host reads the one before's tokens)
                     decode GPU time   %.3f ms/step (the step's graph replayed back to back: no host work between)
                     weights per step  %.2f GB, achieved %.0f GB/s
                     copy bandwidth    %.0f GB/s (read + write) -> floor %.3f ms/step (%.0f%% of floor reached)
-                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f launch=%s
+                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f ahead_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f launch=%s
                     """, device, shape, batch, promptLen, genLen, launchDescription(), prefillMs, prefillMs > 0 ? promptLen : 0,
                     prefillGemm, wmmaPrefillMs,
-                    decodeStepMs, decodeStepMs / batch, tokensPerSecond(), graphStepMs, weightGb, achievedGbPerS(), copyGbPerS, floorMs(),
+                    decodeStepMs, decodeStepMs / batch, tokensPerSecond(), aheadStepMs, graphStepMs, weightGb, achievedGbPerS(), copyGbPerS, floorMs(),
                     100 * floorMs() / decodeStepMs, "cuda", shape, batch, promptLen, genLen, prefillMs,
-                    wmmaPrefillMs, decodeStepMs,
+                    wmmaPrefillMs, decodeStepMs, aheadStepMs,
                     graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), copyGbPerS, launchKind());
         }
     }
@@ -98,7 +100,7 @@ public final class CudaBenchmark {
         }
         long blocksPerSeq = (promptLen + genLen + 1 + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
         long warmBlocks = (HOST_WARMUP_PROMPT + HOST_WARMUP_STEPS + 1 + KvCachePool.BLOCK_TOKENS - 1) / KvCachePool.BLOCK_TOKENS;
-        long kvBytes = (blocksPerSeq * (batch + 1) + warmBlocks + 4) * KvCachePool.blockBytes(config);
+        long kvBytes = (blocksPerSeq * (2 * batch + 1) + warmBlocks + 4) * KvCachePool.blockBytes(config);
         CudaEngine.Options options = CudaEngine.Options.defaults().withKvCacheBytes(kvBytes)
                 .withMaxBatchTokens(Math.max(2048, promptLen)).withDependentLaunch(dependentLaunch);
         System.err.printf("[bench] %s: making %.2f GB of random fp16 weights on the GPU%n", shapeName,
@@ -115,28 +117,19 @@ public final class CudaBenchmark {
             double wmmaPrefillMs = bestPrefill(engine, prompt);
             engine.preferWgmma(true);
             warmHostSide(engine, config, random);
-            List<Sequence> seqs = new ArrayList<>();
-            for (int i = 0; i < batch; i++) seqs.add(engine.newSequence());
-            int[] next = new int[batch];
+            // two sets of sequences with the same prompts, so that both loops decode at the same context lengths
+            List<int[]> prompts = new ArrayList<>();
+            for (int i = 0; i < batch; i++) prompts.add(i == 0 ? prompt : RandomPrompts.of(random, config, promptLen));
+            List<Sequence> seqs = new ArrayList<>(), aheadSeqs = new ArrayList<>();
+            int[] next = prefilled(engine, prompts, seqs), aheadFirst = prefilled(engine, prompts, aheadSeqs);
+            double aheadMs = decodeMs(engine, aheadSeqs, aheadFirst, genLen, true);
+            for (Sequence s : aheadSeqs) s.close();
+            double stepMs = decodeMs(engine, seqs, next, genLen, false);
             List<TokenChoice> greedy = Collections.nCopies(batch, TokenChoice.greedy());
-            for (int i = 0; i < batch; i++) {
-                next[i] = engine.nextTokens(List.of(Step.last(seqs.get(i), i == 0 ? prompt
-                        : RandomPrompts.of(random, config, promptLen))), List.of(greedy.get(0)))[0];
-            }
-            int warmup = Math.min(3, genLen);
-            long t0 = 0;
-            for (int step = 0; step < genLen + warmup; step++) {
-                if (step == warmup) t0 = System.nanoTime();
-                List<Step> steps = new ArrayList<>(batch);
-                for (int i = 0; i < batch; i++) steps.add(Step.last(seqs.get(i), next[i]));
-                next = engine.nextTokens(steps, greedy);
-            }
-            double stepMs = (System.nanoTime() - t0) / 1e6 / genLen;
             Double gpuStepMs = engine.graphReplayMs(batch, 50);
             if (profile) {
-                int[] last = next;
                 List<Step> steps = new ArrayList<>(batch);
-                for (int i = 0; i < batch; i++) steps.add(Step.last(seqs.get(i), last[i]));
+                for (Sequence s : seqs) steps.add(Step.last(s, config.bosTokenId()));
                 System.out.println("kernels of one decode step (eager, timed one by one):");
                 System.out.print(engine.profile(() -> engine.nextTokens(steps, greedy)));
                 try (Sequence extra = engine.newSequence()) {
@@ -146,10 +139,52 @@ public final class CudaBenchmark {
             }
             for (Sequence s : seqs) s.close();
             return new Result(engine.deviceName(), shapeName, engine.launchTuning(batch), batch, promptLen, genLen, prefillMs, gemm,
-                    wmmaPrefillMs, stepMs,
+                    wmmaPrefillMs, stepMs, aheadMs,
                     gpuStepMs == null ? Double.NaN : gpuStepMs,
                     engine.weightBytesPerStep() / 1e9, copy);
         }
+    }
+
+    /** New sequences, one per prompt, prefilled; returns each one's first generated token (greedy). */
+    private static int[] prefilled(CudaEngine engine, List<int[]> prompts, List<Sequence> into) {
+        int[] first = new int[prompts.size()];
+        for (int i = 0; i < prompts.size(); i++) {
+            into.add(engine.newSequence());
+            first[i] = engine.nextTokens(List.of(Step.last(into.get(i), prompts.get(i))), List.of(TokenChoice.greedy()))[0];
+        }
+        return first;
+    }
+
+    /**
+     * Wall ms a greedy decode step of these sequences takes, over genLen steps after 3 unmeasured. Each step's tokens
+     * are read before the next step is queued, or, run ahead, the next step is queued first (as the server does):
+     * then the GPU does not wait for the host between steps.
+     */
+    private static double decodeMs(CudaEngine engine, List<Sequence> seqs, int[] first, int genLen, boolean ahead) {
+        List<TokenChoice> greedy = Collections.nCopies(seqs.size(), TokenChoice.greedy());
+        int warmup = Math.min(3, genLen);
+        int[] next = first;
+        Engine.PendingTokens pending = null;
+        long t0 = 0;
+        for (int step = 0; step < genLen + warmup; step++) {
+            if (step == warmup) t0 = System.nanoTime();
+            List<Step> steps = new ArrayList<>(seqs.size());
+            if (!ahead) {
+                for (int i = 0; i < seqs.size(); i++) steps.add(Step.last(seqs.get(i), next[i]));
+                next = engine.nextTokens(steps, greedy);
+                continue;
+            }
+            if (pending == null) {
+                for (int i = 0; i < seqs.size(); i++) steps.add(Step.last(seqs.get(i), next[i]));
+                pending = engine.submitNextTokens(steps, greedy);
+            }
+            Engine.PendingTokens following = engine.submitFollowing(pending, seqs, greedy);
+            next = pending.await();
+            pending = following;
+        }
+        double ms = (System.nanoTime() - t0) / 1e6 / genLen;
+        if (pending != null) pending.await();
+        return ms;
     }
 
     private static final int HOST_WARMUP_PROMPT = 16, HOST_WARMUP_STEPS = 500;
@@ -165,8 +200,10 @@ public final class CudaBenchmark {
         try (Sequence warm = engine.newSequence()) {
             int token = engine.nextTokens(List.of(Step.last(warm, RandomPrompts.of(random, config, HOST_WARMUP_PROMPT))),
                     greedy)[0];
-            int steps = Math.min(HOST_WARMUP_STEPS, config.maxPositionEmbeddings() - HOST_WARMUP_PROMPT - 1);
+            // half of the steps each way the benchmark decodes (the last few positions go to decodeMs's own warm-up)
+            int steps = Math.min(HOST_WARMUP_STEPS, config.maxPositionEmbeddings() - HOST_WARMUP_PROMPT - 1) / 2 - 4;
             for (int i = 0; i < steps; i++) token = engine.nextTokens(List.of(Step.last(warm, token)), greedy)[0];
+            decodeMs(engine, List.of(warm), new int[]{token}, steps, true);
         }
     }
 
