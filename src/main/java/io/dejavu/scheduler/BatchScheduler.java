@@ -63,6 +63,10 @@ public final class BatchScheduler {
     private final LinkedBlockingQueue<Active> waiting;
     /** Preempted requests, the oldest first: admitted before any in {@link #waiting}. Engine thread only. */
     private final Deque<Active> preempted = new ArrayDeque<>();
+    /** A decode pass queued before the tokens of the one before it were read, its members and their choices. */
+    private Engine.PendingTokens ahead;
+    private List<Active> aheadMembers;
+    private List<TokenChoice> aheadChoices;
     /** Queued and running requests by id, for cancellation from other threads. */
     private final Map<String, Active> active = new ConcurrentHashMap<>();
     private final List<Active> running = new ArrayList<>();
@@ -183,6 +187,7 @@ public final class BatchScheduler {
         try {
             while (state == State.READY || !active.isEmpty()) {
                 try {
+                    if (running.isEmpty()) dropAhead();
                     if (running.isEmpty() && preempted.isEmpty() && !awaitWork()) continue;
                     retireCancelled();
                     admitWaiting();
@@ -372,8 +377,17 @@ public final class BatchScheduler {
         return engine.freeKvCacheBlocks() - reserved;
     }
 
-    /** One batched forward pass over every running sequence. */
+    /**
+     * One batched forward pass over every running sequence; or the pass queued ahead in the iteration before, whose
+     * tokens are read now. A decode pass whose tokens are all picked on the device has the pass after it queued
+     * before its tokens are read, where the batch can stay as it is ({@link #mayRunAhead}), so that the device does
+     * not wait for the host between the two: the tokens are read, streamed out and checked for stops meanwhile.
+     */
     private void step() {
+        if (ahead != null) {
+            stepAhead();
+            return;
+        }
         long freeBlocks = makeRoomToDecode();
         if (running.isEmpty()) return;
         List<Step> steps = new ArrayList<>(running.size());
@@ -406,6 +420,19 @@ public final class BatchScheduler {
         List<TokenChoice> choices = deviceChoices(members);
         long start = System.nanoTime();
         if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
+        boolean[] sparse = new boolean[steps.size()];
+        for (int i = 0; i < sparse.length; i++) sparse[i] = steps.get(i).sparse();
+        if (mayRunAhead(members, choices, sparse)) {
+            Engine.PendingTokens pending;
+            try {
+                pending = engine.submitNextTokens(steps, choices);
+            } catch (RuntimeException e) {
+                failStep(members, e);
+                return;
+            }
+            finishAhead(pending, members, choices, start);
+            return;
+        }
         Engine.Picks picks;
         try {
             picks = choices != null ? engine.nextTokensOrLogits(steps, choices) : lastLogits(engine.forward(steps));
@@ -414,8 +441,106 @@ public final class BatchScheduler {
             return;
         }
         long end = System.nanoTime();
+        deliver(members, picks, sparse, end - start, end);
+    }
+
+    /** The pass queued ahead has no member left running: its tokens are not wanted. */
+    private void dropAhead() {
+        if (ahead == null) return;
+        Engine.PendingTokens pending = ahead;
+        ahead = null;
+        aheadMembers = null;
+        aheadChoices = null;
+        pending.await();  // an engine failure surfaces here, with no request left to fail, or in the next pass
+    }
+
+    /** Reads the tokens of the pass queued ahead: those of its members still running; the others' are dropped. */
+    private void stepAhead() {
+        Engine.PendingTokens pending = ahead;
+        List<Active> members = aheadMembers;
+        List<TokenChoice> choices = aheadChoices;
+        ahead = null;
+        aheadMembers = null;
+        aheadChoices = null;
+        List<Active> live = new ArrayList<>(members.size());
+        for (Active entry : members) if (running.contains(entry)) live.add(entry);
+        if (live.size() == members.size()) {
+            finishAhead(pending, members, choices, lastForwardEnd);
+            return;
+        }
+        if (live.isEmpty()) {
+            pending.await();
+            return;
+        }
+        int[] tokens;
+        try {
+            tokens = pending.await();
+        } catch (RuntimeException e) {
+            failStep(live, e);
+            return;
+        }
+        long end = System.nanoTime();
+        int[] kept = new int[live.size()];
+        for (int i = 0, k = 0; i < members.size(); i++) if (live.contains(members.get(i))) kept[k++] = tokens[i];
+        deliver(live, new Engine.Picks(kept, new float[live.size()][]), new boolean[live.size()],
+                end - Math.max(lastForwardEnd, 0), end);
+    }
+
+    /**
+     * Queues the pass after {@code pending} where the batch can stay as it is, then reads and delivers pending's
+     * tokens. {@code start}: when pending was queued, or when the pass before it ended.
+     */
+    private void finishAhead(Engine.PendingTokens pending, List<Active> members, List<TokenChoice> choices, long start) {
+        if (mayRunAhead(members, choices, new boolean[members.size()])) {
+            List<Sequence> sequences = new ArrayList<>(members.size());
+            for (Active entry : members) sequences.add(entry.sequence);
+            try {
+                ahead = engine.submitFollowing(pending, sequences, choices);
+                aheadMembers = members;
+                aheadChoices = choices;
+            } catch (RuntimeException e) {
+                failStep(members, e);
+                return;
+            }
+        }
+        int[] tokens;
+        try {
+            tokens = pending.await();
+        } catch (RuntimeException e) {
+            ahead = null;
+            failStep(members, e);
+            return;
+        }
+        long end = System.nanoTime();
+        deliver(members, new Engine.Picks(tokens, new float[members.size()][]), new boolean[members.size()],
+                end - Math.max(start, lastForwardEnd), end);
+    }
+
+    /**
+     * Whether a decode pass of these members may have the next pass queued behind it before its tokens are read:
+     * the engine runs ahead; the members are every running sequence, all decoding dense and picking on the device;
+     * none is cancelled; no request waits for a free slot; and the KV cache has a position more for each.
+     */
+    private boolean mayRunAhead(List<Active> members, List<TokenChoice> choices, boolean[] sparse) {
+        if (!engine.runsAhead() || choices == null || members.size() != running.size() || !preempted.isEmpty()
+                || (!waiting.isEmpty() && running.size() < maxBatchSize)) {
+            return false;
+        }
+        long blocks = 0;
+        for (int i = 0; i < members.size(); i++) {
+            Active entry = members.get(i);
+            if (!entry.decoding() || entry.cancelled || choices.get(i) == null || sparse[i]
+                    || entry.sequence == null || !running.contains(entry)) {
+                return false;
+            }
+            blocks += kvBlocks(entry.sequence.length(), 1);
+        }
+        return blocks <= engine.freeKvCacheBlocks();
+    }
+
+    /** A pass's results to its members: tokens sampled or picked, streamed out; finished ones retired. */
+    private void deliver(List<Active> members, Engine.Picks picks, boolean[] sparse, long stepNanos, long end) {
         lastForwardEnd = end;
-        long stepNanos = end - start;
         StepSparsity sparsity = engine.lastStepSparsity();
         double[] mlpSkipped = sparsity == null ? null : sparsity.mlpSkipped();
         double[] headsSkipped = sparsity == null ? null : sparsity.headsSkipped();
@@ -432,9 +557,8 @@ public final class BatchScheduler {
                 }
                 case TokenOutput output -> {
                     generated++;
-                    boolean sparseStep = steps.get(i).sparse();
-                    emitToken(entry, output, sparseStep ? mlpSkipped : null, sparseStep ? headsSkipped : null,
-                            stepNanos, steps.size(), end);
+                    emitToken(entry, output, sparse[i] ? mlpSkipped : null, sparse[i] ? headsSkipped : null,
+                            stepNanos, members.size(), end);
                     entry.nextToken = output.tokenId();
                     if (output.finished()) {
                         running.remove(entry);
@@ -444,7 +568,7 @@ public final class BatchScheduler {
                 default -> throw new IllegalStateException("unexpected " + sampled[i]);
             }
         }
-        metrics.step(steps.size(), generated, stepNanos, end, mlpSkipped);
+        metrics.step(members.size(), generated, stepNanos, end, mlpSkipped);
     }
 
     /**

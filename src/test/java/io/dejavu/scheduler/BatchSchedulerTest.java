@@ -32,6 +32,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -162,7 +163,7 @@ class BatchSchedulerTest {
      * As if it sampled on a device: {@link #nextTokensOrLogits} picks by the host rule that the CUDA engine's sampler
      * reproduces ({@link TokenChoice#pick}), and records each pass's choices.
      */
-    private static final class DeviceSamplingEngine extends RecordingEngine {
+    private static class DeviceSamplingEngine extends RecordingEngine {
         final List<List<TokenChoice>> picks = new CopyOnWriteArrayList<>();
 
         @Override
@@ -239,6 +240,25 @@ class BatchSchedulerTest {
             }
         }
         return tokens;
+    }
+
+    /**
+     * As if its decode passes ran ahead, as the CUDA engine's do: the scheduler queues the next pass before it reads a
+     * pass's tokens (here the interface's defaults run each at once), and counts those it queued that way.
+     */
+    private static final class RunAheadEngine extends DeviceSamplingEngine {
+        final AtomicInteger following = new AtomicInteger();
+
+        @Override
+        public boolean runsAhead() {
+            return true;
+        }
+
+        @Override
+        public PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
+            following.incrementAndGet();
+            return super.submitFollowing(previous, sequences, choices);
+        }
     }
 
     /**
@@ -425,6 +445,41 @@ class BatchSchedulerTest {
         Map<String, FinishReason> reasons = new HashMap<>();
         collect(List.of("waiting"), reasons);
         assertEquals(FinishReason.CANCELLED, reasons.get("waiting"));
+    }
+
+    /**
+     * With an engine that runs ahead, decode passes have the next one queued before their tokens are read; requests
+     * that end at different steps (so that a pass queued ahead holds some that have ended) and one that joins later
+     * each get exactly the tokens they get alone.
+     */
+    @Test
+    void passesQueuedAheadGiveEachRequestTheTokensItGetsAlone() throws InterruptedException {
+        RunAheadEngine runAhead = new RunAheadEngine();
+        start(runAhead, 4, 16, 5, 9);
+        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
+                "Mr. Speaker, Mr. President, distinguished Members of Congress");
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < texts.size(); i++) {
+            ids.add("r" + i);
+            scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(6 + 3 * i)));
+        }
+        Map<String, FinishReason> reasons = new HashMap<>();
+        Map<String, List<Integer>> got = collect(ids, reasons);
+        int queuedAhead = runAhead.following.get();
+        scheduler.submit(new GenerationRequest("late", prompt(texts.get(1)), greedy(8)));
+        got.putAll(collect(List.of("late"), reasons));
+        try (Engine alone = new CpuEngine(model, 1)) {
+            Generator generator = new Generator(alone, tokenizer);
+            for (int i = 0; i < texts.size(); i++) {
+                Generation expected = generator.generate(prompt(texts.get(i)), greedy(6 + 3 * i), output -> { });
+                assertArrayEquals(expected.generatedIds(), got.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
+                        "request " + i);
+                assertEquals(FinishReason.LENGTH, reasons.get("r" + i));
+            }
+            Generation expected = generator.generate(prompt(texts.get(1)), greedy(8), output -> { });
+            assertArrayEquals(expected.generatedIds(), got.get("late").stream().mapToInt(Integer::intValue).toArray());
+        }
+        assertTrue(queuedAhead > 10, "most decode passes were queued ahead: " + queuedAhead);
     }
 
     /**
