@@ -422,7 +422,7 @@ public final class BatchScheduler {
         if (lastForwardEnd > 0) metrics.stepGap((start - lastForwardEnd) / 1e9);
         boolean[] sparse = new boolean[steps.size()];
         for (int i = 0; i < sparse.length; i++) sparse[i] = steps.get(i).sparse();
-        if (mayRunAhead(members, choices, sparse)) {
+        if (mayRunAhead(members, choices)) {
             Engine.PendingTokens pending;
             try {
                 pending = engine.submitNextTokens(steps, choices);
@@ -491,7 +491,7 @@ public final class BatchScheduler {
      * tokens. {@code start}: when pending was queued, or when the pass before it ended.
      */
     private void finishAhead(Engine.PendingTokens pending, List<Active> members, List<TokenChoice> choices, long start) {
-        if (mayRunAhead(members, choices, new boolean[members.size()])) {
+        if (mayRunAhead(members, choices)) {
             List<Sequence> sequences = new ArrayList<>(members.size());
             for (Active entry : members) sequences.add(entry.sequence);
             try {
@@ -521,7 +521,7 @@ public final class BatchScheduler {
      * the engine runs ahead; the members are every running sequence, all decoding dense and picking on the device;
      * none is cancelled; no request waits for a free slot; and the KV cache has a position more for each.
      */
-    private boolean mayRunAhead(List<Active> members, List<TokenChoice> choices, boolean[] sparse) {
+    private boolean mayRunAhead(List<Active> members, List<TokenChoice> choices) {
         if (!engine.runsAhead() || choices == null || members.size() != running.size() || !preempted.isEmpty()
                 || (!waiting.isEmpty() && running.size() < maxBatchSize)) {
             return false;
@@ -529,8 +529,8 @@ public final class BatchScheduler {
         long blocks = 0;
         for (int i = 0; i < members.size(); i++) {
             Active entry = members.get(i);
-            if (!entry.decoding() || entry.cancelled || choices.get(i) == null || sparse[i]
-                    || entry.sequence == null || !running.contains(entry)) {
+            if (!entry.decoding() || entry.cancelled || choices.get(i) == null || entry.request.sparse()
+                    || !running.contains(entry)) {
                 return false;
             }
             blocks += kvBlocks(entry.sequence.length(), 1);
