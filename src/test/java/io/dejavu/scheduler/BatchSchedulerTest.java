@@ -42,6 +42,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** Continuous batching on the real CPU engine with opt-demo. */
 class BatchSchedulerTest {
     private static final Path MODEL = Path.of("models/opt-demo");
+    /** Prompts of different lengths, for tests that batch four requests. */
+    private static final List<String> TEXTS = List.of("In the beginning God created", "The",
+            "import os\nimport sys\n\ndef main():", "Mr. Speaker, Mr. President, distinguished Members of Congress");
     private static OptModel model;
     private static Tokenizer tokenizer;
     private final BlockingQueue<GenerationEvent> events = new LinkedBlockingQueue<>();
@@ -266,21 +269,19 @@ class BatchSchedulerTest {
      * tokens and the finish it gets alone.
      */
     private void assertEachGetsWhatItGetsAlone(int maxTokens, String how) throws InterruptedException {
-        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
-                "Mr. Speaker, Mr. President, distinguished Members of Congress");
         List<String> ids = new ArrayList<>();
-        for (int i = 0; i < texts.size(); i++) {
+        for (int i = 0; i < TEXTS.size(); i++) {
             ids.add("r" + i);
             assertEquals(Admission.ACCEPTED,
-                    scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(maxTokens))));
+                    scheduler.submit(new GenerationRequest("r" + i, prompt(TEXTS.get(i)), greedy(maxTokens))));
         }
         Map<String, FinishReason> reasons = new HashMap<>();
         Map<String, List<Integer>> batched = collect(ids, reasons);
 
         try (Engine alone = new CpuEngine(model, 1)) {
             Generator generator = new Generator(alone, tokenizer);
-            for (int i = 0; i < texts.size(); i++) {
-                Generation expected = generator.generate(prompt(texts.get(i)), greedy(maxTokens), output -> { });
+            for (int i = 0; i < TEXTS.size(); i++) {
+                Generation expected = generator.generate(prompt(TEXTS.get(i)), greedy(maxTokens), output -> { });
                 assertArrayEquals(expected.generatedIds(), batched.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
                         "request " + i + ", " + how);
                 assertEquals(expected.finishReason(), reasons.get("r" + i));
@@ -456,27 +457,25 @@ class BatchSchedulerTest {
     void passesQueuedAheadGiveEachRequestTheTokensItGetsAlone() throws InterruptedException {
         RunAheadEngine runAhead = new RunAheadEngine();
         start(runAhead, 4, 16, 5, 9);
-        List<String> texts = List.of("In the beginning God created", "The", "import os\nimport sys\n\ndef main():",
-                "Mr. Speaker, Mr. President, distinguished Members of Congress");
         List<String> ids = new ArrayList<>();
-        for (int i = 0; i < texts.size(); i++) {
+        for (int i = 0; i < TEXTS.size(); i++) {
             ids.add("r" + i);
-            scheduler.submit(new GenerationRequest("r" + i, prompt(texts.get(i)), greedy(6 + 3 * i)));
+            scheduler.submit(new GenerationRequest("r" + i, prompt(TEXTS.get(i)), greedy(6 + 3 * i)));
         }
         Map<String, FinishReason> reasons = new HashMap<>();
         Map<String, List<Integer>> got = collect(ids, reasons);
         int queuedAhead = runAhead.following.get();
-        scheduler.submit(new GenerationRequest("late", prompt(texts.get(1)), greedy(8)));
+        scheduler.submit(new GenerationRequest("late", prompt(TEXTS.get(1)), greedy(8)));
         got.putAll(collect(List.of("late"), reasons));
         try (Engine alone = new CpuEngine(model, 1)) {
             Generator generator = new Generator(alone, tokenizer);
-            for (int i = 0; i < texts.size(); i++) {
-                Generation expected = generator.generate(prompt(texts.get(i)), greedy(6 + 3 * i), output -> { });
+            for (int i = 0; i < TEXTS.size(); i++) {
+                Generation expected = generator.generate(prompt(TEXTS.get(i)), greedy(6 + 3 * i), output -> { });
                 assertArrayEquals(expected.generatedIds(), got.get("r" + i).stream().mapToInt(Integer::intValue).toArray(),
                         "request " + i);
                 assertEquals(FinishReason.LENGTH, reasons.get("r" + i));
             }
-            Generation expected = generator.generate(prompt(texts.get(1)), greedy(8), output -> { });
+            Generation expected = generator.generate(prompt(TEXTS.get(1)), greedy(8), output -> { });
             assertArrayEquals(expected.generatedIds(), got.get("late").stream().mapToInt(Integer::intValue).toArray());
         }
         assertTrue(queuedAhead > 10, "most decode passes were queued ahead: " + queuedAhead);
