@@ -33,6 +33,7 @@ public final class ServiceMetrics {
     private volatile int queueDepth;
     private volatile int running;
     private volatile int batchSize;
+    private volatile double kvCacheUsage;
     private volatile double tokensPerSecond;
     private volatile Double sparsity;
     /** (time, generated tokens so far) at recent steps; touched by the engine thread only. */
@@ -82,6 +83,11 @@ public final class ServiceMetrics {
         running = runningNow;
     }
 
+    /** Share of a fixed KV cache pool's blocks that sequences hold (the CUDA engine's). */
+    public void kvCacheUsage(double share) {
+        kvCacheUsage = share;
+    }
+
     /**
      * One engine step. Engine thread only.
      *
@@ -112,6 +118,9 @@ public final class ServiceMetrics {
         gauge(out, "dejavu_queue_depth", "Requests waiting for a batch slot.", queueDepth);
         gauge(out, "dejavu_running_sequences", "Sequences in the running batch.", running);
         gauge(out, "dejavu_batch_size", "Sequences in the last engine step.", batchSize);
+        gauge(out, "dejavu_kv_cache_usage",
+                "Share of the KV cache's blocks in use (an engine with a fixed pool; 0 for the CPU engine's, which grows).",
+                kvCacheUsage);
         gauge(out, "dejavu_tokens_per_second", "Generated tokens per second over the last 10 seconds.",
                 tokensPerSecond);
         Double s = sparsity;

@@ -11,7 +11,6 @@ import io.dejavu.generation.TokenOutput;
 import io.dejavu.metrics.ServiceMetrics;
 import io.dejavu.tokenizer.Tokenizer;
 
-import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Deque;
@@ -19,6 +18,7 @@ import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -61,8 +61,8 @@ public final class BatchScheduler {
     private final Consumer<GenerationEvent> events;
     private final ServiceMetrics metrics;
     private final LinkedBlockingQueue<Active> waiting;
-    /** Preempted requests, the oldest first: admitted before any in {@link #waiting}. Engine thread only. */
-    private final Deque<Active> preempted = new ArrayDeque<>();
+    /** Preempted requests, the oldest first: admitted before any in {@link #waiting}. Changed by the engine thread. */
+    private final Deque<Active> preempted = new ConcurrentLinkedDeque<>();
     /** A decode pass queued before the tokens of the one before it were read, its members and their choices. */
     private Engine.PendingTokens ahead;
     private List<Active> aheadMembers;
@@ -119,8 +119,9 @@ public final class BatchScheduler {
         return active.size();
     }
 
+    /** Requests waiting for a batch slot: queued, or preempted and waiting to resume. */
     public int waitingCount() {
-        return waiting.size();
+        return waiting.size() + preempted.size();
     }
 
     /**
@@ -192,7 +193,10 @@ public final class BatchScheduler {
                     retireCancelled();
                     admitWaiting();
                     if (!running.isEmpty()) step();
-                    metrics.queue(waiting.size() + preempted.size(), running.size());
+                    metrics.queue(waitingCount(), running.size());
+                    if (engine.kvCacheBlockTokens() > 0) {
+                        metrics.kvCacheUsage(1 - (double) engine.freeKvCacheBlocks() / engine.kvCacheBlocks());
+                    }
                 } catch (RuntimeException | Error e) {
                     // Beyond a failed forward pass (step handles those): an Error such as running out of memory, or
                     // a bug. The running sequences' state is unknown, so they end with the error instead of leaving

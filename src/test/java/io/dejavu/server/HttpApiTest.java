@@ -287,7 +287,8 @@ class HttpApiTest {
         String metrics = server.get("/metrics").body();
         for (String name : List.of("dejavu_queue_depth ", "dejavu_batch_size ", "dejavu_tokens_per_second ",
                 "dejavu_sparsity_achieved ", "dejavu_time_to_first_token_seconds_bucket{le=\"+Inf\"} ",
-                "dejavu_inter_token_latency_seconds_count ", "dejavu_requests_total{endpoint=\"completions\"} ")) {
+                "dejavu_inter_token_latency_seconds_count ", "dejavu_requests_total{endpoint=\"completions\"} ",
+                "dejavu_kv_cache_usage ", "dejavu_preemptions_total ")) {
             assertTrue(metrics.contains(name), name + " missing from\n" + metrics);
         }
         long generated = metrics.lines().filter(l -> l.startsWith("dejavu_generated_tokens_total "))
