@@ -1081,10 +1081,15 @@ public final class CudaEngine implements Engine {
     public void close() {
         if (closed) return;
         closed = true;
-        dropGraphs();
-        for (PassSlot slot : slots) slot.free();
-        cuMemFreeHost(hostLogitsPtr);
-        cuMemFreeHost(hostCountsPtr);
-        cuda.close();
+        try {
+            cuda.makeCurrent();
+            cuda.synchronize();  // a pass queued ahead and never read may still be copying into the buffers freed below
+        } finally {
+            dropGraphs();
+            for (PassSlot slot : slots) slot.free();
+            cuMemFreeHost(hostLogitsPtr);
+            cuMemFreeHost(hostCountsPtr);
+            cuda.close();
+        }
     }
 }
