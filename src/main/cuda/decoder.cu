@@ -952,6 +952,16 @@ attention_prefill(const half* __restrict__ q, int ldq, const half* __restrict__ 
 // logits (0 = all) and, of those, the smallest set whose probability reaches topP (thresholds found by bisection:
 // each step one pass over the row), then draw by Gumbel-max among the kept, which samples exactly the renormalised
 // distribution. Reads the row ~70 times from L2 when sampling, once when greedy.
+// grid (rows, splits): a greedy row is shared by its splits, each taking the argmax of a run of it and folding it into
+// the row's key (value and index packed so that atomicMax keeps the largest value, then the lowest index); the last
+// split to finish writes the id and resets the key and the count for the next launch. One block alone reads a row of
+// 50,272 logits in ~8 us, mostly latency; 16 take ~3. A sampled row needs the whole row per bisection step: its
+// first split does all of it, and the others leave at once.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int i) {
+    unsigned bits = __float_as_uint(v);
+    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // orders as the floats do
+    return ((unsigned long long)bits << 32) | (0xFFFFFFFFu - (unsigned)i);
+}
 __device__ __forceinline__ float uniform01(unsigned seed, unsigned i) {
     unsigned h = seed * 0x9E3779B1u ^ (i + 0x7F4A7C15u) * 0x85EBCA77u;
     h ^= h >> 16; h *= 0x7FEB352Du; h ^= h >> 15; h *= 0x846CA68Bu; h ^= h >> 16;
@@ -959,12 +969,14 @@ __device__ __forceinline__ float uniform01(unsigned seed, unsigned i) {
 }
 
 extern "C" __global__ void __launch_bounds__(1024)
-next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ choice, int* __restrict__ ids) {
+next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ choice, int* __restrict__ ids,
+            unsigned long long* __restrict__ keys, int* __restrict__ counts) {
     pdl_wait_and_release();
     __shared__ float scratch[32];
     __shared__ float bestV[32];
     __shared__ int bestI[32];
     const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int split = blockIdx.y, splits = gridDim.y;
     const float* row = logits + (size_t)r * V;
     const float temperature = choice[5 * r], topP = choice[5 * r + 1];
     const int topK = (int)choice[5 * r + 2];
@@ -972,6 +984,10 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
     const int limit = __float_as_int(choice[5 * r + 4]);
     if (limit > 0 && limit < V) V = limit;  // the row's stride was taken above
     const bool greedy = temperature <= 0.f;
+    if (!greedy && split > 0) return;
+    // this split's run of a greedy row (whole float4 groups), or the whole row
+    const int run = greedy ? ((V + splits - 1) / splits + 3) & ~3 : V;
+    const int from = greedy ? min(V, split * run) : 0, to = greedy ? min(V, from + run) : V;
 
     // Greedy needs no maximum first (block-uniform branch, so the barriers inside are safe).
     float mx = -INFINITY;
@@ -1015,10 +1031,10 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
     float best = -INFINITY;
     int bi = 0x7fffffff;
     // Greedy over rows of whole 16-byte groups: each thread takes four consecutive logits a load.
-    const bool vectors = greedy && (V & 3) == 0 && (reinterpret_cast<size_t>(row) & 15) == 0;
+    const bool vectors = greedy && (to & 3) == 0 && (reinterpret_cast<size_t>(row) & 15) == 0;
     if (vectors) {
         const float4* row4 = reinterpret_cast<const float4*>(row);
-        for (int j = tid; j < V / 4; j += blockDim.x) {
+        for (int j = from / 4 + tid; j < to / 4; j += blockDim.x) {
             float4 v = row4[j];
             float l[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -1026,7 +1042,7 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
                 if (l[e] > best || (l[e] == best && 4 * j + e < bi)) { best = l[e]; bi = 4 * j + e; }
         }
     }
-    for (int i = vectors ? V : tid; i < V; i += blockDim.x) {
+    for (int i = vectors ? to : from + tid; i < to; i += blockDim.x) {
         float l = row[i], key;
         if (greedy) key = l;
         else {
@@ -1052,7 +1068,19 @@ next_tokens(const float* __restrict__ logits, int V, const float* __restrict__ c
             int oi = __shfl_xor_sync(0xffffffffu, bi, o);
             if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
         }
-        if (lane == 0) ids[r] = bi == 0x7fffffff ? 0 : bi;
+        if (lane == 0) {
+            if (!greedy || splits == 1) {
+                ids[r] = bi == 0x7fffffff ? 0 : bi;
+            } else {
+                if (bi != 0x7fffffff) atomicMax(keys + r, argmax_key(best, bi));
+                __threadfence();
+                if (atomicAdd(counts + r, 1) == splits - 1) {  // every split has folded its key in
+                    unsigned long long key = atomicExch(keys + r, 0ull);
+                    counts[r] = 0;
+                    ids[r] = key == 0 ? 0 : (int)(0xFFFFFFFFu - (unsigned)(key & 0xFFFFFFFFu));
+                }
+            }
+        }
     }
 }
 

@@ -142,7 +142,7 @@ public final class CudaEngine implements Engine {
     private final int h, f, p, vocab, heads, headDim;
     /** The decode attention kernel for this model's head width. */
     private final String attentionKernel;
-    private final DeviceMemory scratch, meta, counters;
+    private final DeviceMemory scratch, meta, counters, samplerMerge;
     private final long x, normed, queries, attended, ffn, headRows, headIn, logits, partialOut, partialMaxSum, ids;
     private final Pointer hostLogitsPtr = new Pointer();
     private final ByteBuffer hostLogits;
@@ -223,6 +223,9 @@ public final class CudaEngine implements Engine {
         // Split attention's merge counters: zero between launches (each merge resets its own), never poisoned.
         counters = cuda.alloc(4L * splitTokens * heads, "attention merge counters");
         cuMemsetD32(counters.ptr(0), 0, (long) splitTokens * heads);
+        // The sampler's merge of a row's splits: a key and a count per row, zero between launches, never poisoned.
+        samplerMerge = cuda.alloc(12L * maxRows, "sampler merge state");
+        cuMemsetD32(samplerMerge.ptr(0), 0, 3L * maxRows);
         long metaBytes = 4L * metaInts(maxTokens, maxTokens, maxRows);
         meta = cuda.alloc(metaBytes, "step metadata");
         for (int i = 0; i < slots.length; i++) slots[i] = new PassSlot(metaBytes, 4L * maxRows);
@@ -940,7 +943,8 @@ public final class CudaEngine implements Engine {
         }
         if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
         if (pick) {
-            kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids);
+            kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids, samplerMerge.at(0),
+                    samplerMerge.at(8L * maxRows));
             cuda.download(slot.idsPtr, scratch, ids - scratch.address(), 4L * r);
         }
         for (Piece piece : pieces) piece.sequence().advance(piece.count());

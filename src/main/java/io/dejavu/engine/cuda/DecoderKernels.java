@@ -288,8 +288,17 @@ final class DecoderKernels {
                 vCache, blockTables, maxBlocks, tiles, out, heads, headDim, (float) (1.0 / Math.sqrt(headDim)));
     }
 
-    void nextTokens(int rows, long logits, int vocab, long choice, long ids) {
-        cuda.launch("next_tokens", rows, 1, 1, 1024, 0, logits, vocab, choice, ids);
+    /**
+     * Splits of a row the greedy pick shares out (decoder.cu's next_tokens): 16 at one row, fewer as rows fill the
+     * GPU, so that a launch stays near 256 blocks.
+     */
+    static int samplerSplits(int rows) {
+        return Math.max(1, Math.min(16, 256 / rows));
+    }
+
+    /** @param keys,counts the splits' merge state: 8 and 4 bytes a row, zero between launches */
+    void nextTokens(int rows, long logits, int vocab, long choice, long ids, long keys, long counts) {
+        cuda.launch("next_tokens", rows, samplerSplits(rows), 1, 1024, 0, logits, vocab, choice, ids, keys, counts);
     }
 
     void fillRandom(long out, long n, int seed, float scale) {
