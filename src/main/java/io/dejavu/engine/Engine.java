@@ -88,7 +88,7 @@ public interface Engine extends AutoCloseable {
     /**
      * Whether {@link #submitNextTokens} and {@link #submitFollowing} return before the tokens are picked, so that a
      * caller can queue the next decode step behind one whose tokens it has not read yet, and the device does not wait
-     * for the host between the two (the CUDA engine, for dense decode steps). Where false they run at once.
+     * for the host between the two (the CUDA engine). Where false they run at once.
      */
     default boolean runsAhead() {
         return false;
@@ -98,6 +98,9 @@ public interface Engine extends AutoCloseable {
     interface PendingTokens {
         /** Waits for the step and returns its next tokens, per step in order; the same array every call. */
         int[] await();
+
+        /** After {@link #await}: what the step computed of its sparse tokens, as {@link #lastStepSparsity}. */
+        StepSparsity sparsity();
     }
 
     /**
@@ -106,18 +109,32 @@ public interface Engine extends AutoCloseable {
      */
     default PendingTokens submitNextTokens(List<Step> steps, List<TokenChoice> choices) {
         int[] tokens = nextTokens(steps, choices);
-        return () -> tokens;
+        StepSparsity sparsity = lastStepSparsity();
+        return new PendingTokens() {
+            @Override
+            public int[] await() {
+                return tokens;
+            }
+
+            @Override
+            public StepSparsity sparsity() {
+                return sparsity;
+            }
+        };
     }
 
     /**
-     * The decode step after {@code previous}, for the same sequences in the same order: each is fed the token
-     * picked for it there, which the host need not have read. This default waits for those tokens.
+     * The decode step after {@code previous}, for the same sequences in the same order: {@code steps} holds one step
+     * a sequence, with a placeholder token and the sparsity wanted, and each is fed instead the token picked for its
+     * sequence in previous, which the host need not have read. This default waits for those tokens.
      */
-    default PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
+    default PendingTokens submitFollowing(PendingTokens previous, List<Step> steps, List<TokenChoice> choices) {
         int[] fed = previous.await();
-        List<Step> steps = new java.util.ArrayList<>(sequences.size());
-        for (int i = 0; i < sequences.size(); i++) steps.add(Step.last(sequences.get(i), fed[i]));
-        return submitNextTokens(steps, choices);
+        List<Step> fedSteps = new java.util.ArrayList<>(steps.size());
+        for (int i = 0; i < steps.size(); i++) {
+            fedSteps.add(new Step(steps.get(i).sequence(), new int[]{fed[i]}, false, steps.get(i).sparse()));
+        }
+        return submitNextTokens(fedSteps, choices);
     }
 
     /**

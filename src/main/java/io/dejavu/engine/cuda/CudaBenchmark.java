@@ -122,9 +122,9 @@ public final class CudaBenchmark {
             for (int i = 0; i < batch; i++) prompts.add(i == 0 ? prompt : RandomPrompts.of(random, config, promptLen));
             List<Sequence> seqs = new ArrayList<>(), aheadSeqs = new ArrayList<>();
             int[] next = prefilled(engine, prompts, seqs), aheadFirst = prefilled(engine, prompts, aheadSeqs);
-            double aheadMs = decodeMs(engine, aheadSeqs, aheadFirst, genLen, true);
+            double aheadMs = decodeMs(engine, aheadSeqs, aheadFirst, genLen, true, false);
             for (Sequence s : aheadSeqs) s.close();
-            double stepMs = decodeMs(engine, seqs, next, genLen, false);
+            double stepMs = decodeMs(engine, seqs, next, genLen, false, false);
             List<TokenChoice> greedy = Collections.nCopies(batch, TokenChoice.greedy());
             Double gpuStepMs = engine.graphReplayMs(batch, 50);
             if (profile) {
@@ -158,9 +158,10 @@ public final class CudaBenchmark {
     /**
      * Wall ms a greedy decode step of these sequences takes, over genLen steps after 3 unmeasured. Each step's tokens
      * are read before the next step is queued, or, run ahead, the next step is queued first (as the server does):
-     * then the GPU does not wait for the host between steps.
+     * then the GPU does not wait for the host between steps. With {@code sparse} the steps ask for sparse execution.
      */
-    private static double decodeMs(CudaEngine engine, List<Sequence> seqs, int[] first, int genLen, boolean ahead) {
+    static double decodeMs(CudaEngine engine, List<Sequence> seqs, int[] first, int genLen, boolean ahead,
+                           boolean sparse) {
         List<TokenChoice> greedy = Collections.nCopies(seqs.size(), TokenChoice.greedy());
         int warmup = Math.min(3, genLen);
         int[] next = first;
@@ -169,16 +170,14 @@ public final class CudaBenchmark {
         for (int step = 0; step < genLen + warmup; step++) {
             if (step == warmup) t0 = System.nanoTime();
             List<Step> steps = new ArrayList<>(seqs.size());
+            for (int i = 0; i < seqs.size(); i++) steps.add(new Step(seqs.get(i), new int[]{next[i]}, false, sparse));
             if (!ahead) {
-                for (int i = 0; i < seqs.size(); i++) steps.add(Step.last(seqs.get(i), next[i]));
                 next = engine.nextTokens(steps, greedy);
                 continue;
             }
-            if (pending == null) {
-                for (int i = 0; i < seqs.size(); i++) steps.add(Step.last(seqs.get(i), next[i]));
-                pending = engine.submitNextTokens(steps, greedy);
-            }
-            Engine.PendingTokens following = engine.submitFollowing(pending, seqs, greedy);
+            if (pending == null) pending = engine.submitNextTokens(steps, greedy);
+            // the tokens of these steps are placeholders: each sequence is fed what pending picks for it
+            Engine.PendingTokens following = engine.submitFollowing(pending, steps, greedy);
             next = pending.await();
             pending = following;
         }
@@ -203,7 +202,7 @@ public final class CudaBenchmark {
             // half of the steps each way the benchmark decodes (the last few positions go to decodeMs's own warm-up)
             int steps = Math.min(HOST_WARMUP_STEPS, config.maxPositionEmbeddings() - HOST_WARMUP_PROMPT - 1) / 2 - 4;
             for (int i = 0; i < steps; i++) token = engine.nextTokens(List.of(Step.last(warm, token)), greedy)[0];
-            decodeMs(engine, List.of(warm), new int[]{token}, steps, true);
+            decodeMs(engine, List.of(warm), new int[]{token}, steps, true, false);
         }
     }
 

@@ -156,8 +156,6 @@ public final class CudaEngine implements Engine {
     private final Map<Integer, LaunchTuning> launchTunings = new HashMap<>();
     /** Null without predictors. */
     private final DevicePredictors predictors;
-    private final Pointer hostCountsPtr = new Pointer();
-    private final ByteBuffer hostCounts;
     private StepSparsity lastSparsity;
     private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
     private boolean closed;
@@ -228,14 +226,15 @@ public final class CudaEngine implements Engine {
         cuMemsetD32(samplerMerge.ptr(0), 0, 3L * maxRows);
         long metaBytes = 4L * metaInts(maxTokens, maxTokens, maxRows);
         meta = cuda.alloc(metaBytes, "step metadata");
-        for (int i = 0; i < slots.length; i++) slots[i] = new PassSlot(metaBytes, 4L * maxRows);
+        for (int i = 0; i < slots.length; i++) {
+            slots[i] = new PassSlot(metaBytes, 4L * maxRows, 16L * config.numHiddenLayers());
+        }
         hostLogits = pinned(hostLogitsPtr, 4L * maxRows * vocab);
         predictors = sparsity == null ? null : sparsity.create(cuda, kernels, weights);
         if (predictors != null) {
             System.err.printf("[cuda] sparse path: %.1f MiB of predictors and transposed weights%n",
                     predictors.extraBytes / 1048576.0);
         }
-        hostCounts = pinned(hostCountsPtr, 16L * config.numHiddenLayers());
         if (kernels.useWgmma(options.wgmma())) {
             kernels.splitKWorkspace(cuda.alloc(kernels.splitKBytes(), "split-K partial sums of the prefill GEMM").at(0));
         }
@@ -600,13 +599,12 @@ public final class CudaEngine implements Engine {
 
     /** The step after {@code previous} is queued at once: its tokens go from that step's picks to its input on the GPU. */
     @Override
-    public PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
-        List<Step> steps = new ArrayList<>(sequences.size());
-        for (Sequence sequence : sequences) steps.add(Step.last(sequence, 0));  // the token comes on the device
+    public PendingTokens submitFollowing(PendingTokens previous, List<Step> steps, List<TokenChoice> choices) {
         // its picks are still in the device's ids buffer only while no pass has run since
         if (!(previous instanceof Submitted before) || before.engine() != this || before.pass != passes
-                || !before.sequences.equals(sequences) || !runsAheadFor(steps, choices)) {
-            return Engine.super.submitFollowing(previous, sequences, choices);
+                || !before.sequences.equals(steps.stream().map(Step::sequence).toList())
+                || !runsAheadFor(steps, choices)) {
+            return Engine.super.submitFollowing(previous, steps, choices);
         }
         checkOpen();
         cuda.makeCurrent();
@@ -614,7 +612,7 @@ public final class CudaEngine implements Engine {
         return submit(steps, choices, true);
     }
 
-    /** Whether these steps make one dense decode pass whose every token is picked on the GPU. */
+    /** Whether these steps make one decode pass whose every token is picked on the GPU. */
     private boolean runsAheadFor(List<Step> steps, List<TokenChoice> choices) {
         if (!runsAhead() || steps.isEmpty() || choices.size() != steps.size()
                 || steps.size() > Math.min(Math.min(MAX_SPLIT_TOKENS, maxRows), maxTokens)) {
@@ -622,7 +620,7 @@ public final class CudaEngine implements Engine {
         }
         for (int i = 0; i < steps.size(); i++) {
             Step step = steps.get(i);
-            if (choices.get(i) == null || step.tokens().length != 1 || step.allLogits() || step.sparse()) return false;
+            if (choices.get(i) == null || step.tokens().length != 1 || step.allLogits()) return false;
         }
         return true;
     }
@@ -632,30 +630,31 @@ public final class CudaEngine implements Engine {
         List<Sequence> sequences = new ArrayList<>(steps.size());
         for (int i = 0; i < steps.size(); i++) {
             Step step = steps.get(i);
-            pieces.add(new Piece(i, (CudaSequence) step.sequence(), step.tokens(), 0, 1, false, false));
+            pieces.add(new Piece(i, (CudaSequence) step.sequence(), step.tokens(), 0, 1, false, step.sparse()));
             sequences.add(step.sequence());
         }
         lastSparsity = null;
         Enqueued pass = enqueue(pieces, choices, true, tokensOnDevice);
         cuEventRecord(pass.slot().done, cuda.stream());
-        Submitted submitted = new Submitted(pass.slot(), passes, steps.size(), sequences);
+        Submitted submitted = new Submitted(pass, passes, sequences);
         pass.slot().unread = submitted;
         return submitted;
     }
 
     /** A decode pass on the stream; its picked tokens are in its slot once its event has passed. */
     private final class Submitted implements PendingTokens {
+        final Enqueued enqueued;
         final PassSlot slot;
         /** Which pass it was ({@link #passes} when it was queued). */
         final long pass;
-        final int rows;
         final List<Sequence> sequences;
         private int[] tokens;
+        private StepSparsity sparsity;
 
-        Submitted(PassSlot slot, long pass, int rows, List<Sequence> sequences) {
-            this.slot = slot;
+        Submitted(Enqueued enqueued, long pass, List<Sequence> sequences) {
+            this.enqueued = enqueued;
+            this.slot = enqueued.slot();
             this.pass = pass;
-            this.rows = rows;
             this.sequences = sequences;
         }
 
@@ -667,11 +666,23 @@ public final class CudaEngine implements Engine {
         public int[] await() {
             if (tokens == null) {
                 cuEventSynchronize(slot.done);
-                tokens = new int[rows];
+                tokens = new int[enqueued.r()];
                 slot.ids.clear().asIntBuffer().get(tokens);  // a decode pass's rows are its steps, in order
+                if (enqueued.sparseTokens() > 0) {
+                    double[][] shares = shares(enqueued);
+                    double[] mlp = new double[config.numHiddenLayers()], heads = new double[mlp.length];
+                    java.util.Arrays.fill(mlp, 1);
+                    java.util.Arrays.fill(heads, 1);
+                    sparsity = shares == null ? new StepSparsity(mlp, heads) : new StepSparsity(shares[0], shares[1]);
+                }
                 slot.unread = null;
             }
             return tokens;
+        }
+
+        @Override
+        public StepSparsity sparsity() {
+            return sparsity;
         }
     }
 
@@ -778,15 +789,17 @@ public final class CudaEngine implements Engine {
      * one before still runs and its tokens are still to be read ({@link #submitFollowing}).
      */
     private static final class PassSlot {
-        final Pointer metaPtr = new Pointer(), idsPtr = new Pointer();
-        final ByteBuffer meta, ids;
+        final Pointer metaPtr = new Pointer(), idsPtr = new Pointer(), countsPtr = new Pointer();
+        /** counts: a sparse pass's selection sizes per layer ({@link DevicePredictors#counts}). */
+        final ByteBuffer meta, ids, counts;
         final CUevent done = new CUevent();
         /** A submitted pass whose tokens are still in {@link #ids}, unread. */
         Submitted unread;
 
-        PassSlot(long metaBytes, long idsBytes) {
+        PassSlot(long metaBytes, long idsBytes, long countsBytes) {
             meta = pinned(metaPtr, metaBytes);
             ids = pinned(idsPtr, idsBytes);
+            counts = pinned(countsPtr, countsBytes);
             cuEventCreate(done, CUevent_flags.CU_EVENT_DISABLE_TIMING);
         }
 
@@ -794,6 +807,7 @@ public final class CudaEngine implements Engine {
             cuEventDestroy(done);
             cuMemFreeHost(metaPtr);
             cuMemFreeHost(idsPtr);
+            cuMemFreeHost(countsPtr);
         }
     }
 
@@ -845,7 +859,7 @@ public final class CudaEngine implements Engine {
                 stepRows[k] = l;
             }
         }
-        if (pass.sparseTokens() > 0) tally(pass.sparse(), pass.sparseTokens());
+        if (pass.sparseTokens() > 0) tally(shares(pass), pass.sparseTokens());
     }
 
     /**
@@ -941,7 +955,7 @@ public final class CudaEngine implements Engine {
         } else {
             encode(t, s, r, 1, tiles, false);
         }
-        if (sparse) cuda.download(hostCountsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
+        if (sparse) cuda.download(slot.countsPtr, predictors.counts(), 0, 16L * config.numHiddenLayers());
         if (pick) {
             kernels.nextTokens(r, logits, vocab, meta.at(4L * choiceAt), ids, samplerMerge.at(0),
                     samplerMerge.at(8L * maxRows));
@@ -951,14 +965,19 @@ public final class CudaEngine implements Engine {
         return new Enqueued(slot, r, rowStep, sparse, sparseTokens);
     }
 
-    /** Adds a pass's sparse tokens to the run's figures: the counts its selections left, or all for a dense pass. */
-    private void tally(boolean ranSparse, int tokens) {
-        double[][] shares = null;
-        if (ranSparse) {
-            int[] counted = new int[4 * config.numHiddenLayers()];
-            hostCounts.clear().asIntBuffer().get(counted);
-            shares = predictors.shares(counted);
-        }
+    /**
+     * Per layer, the shares of MLP neurons and of heads a finished pass computed for its sparse tokens: what its
+     * selections counted, or everything where it ran dense.
+     */
+    private double[][] shares(Enqueued pass) {
+        if (!pass.sparse()) return null;
+        int[] counted = new int[4 * config.numHiddenLayers()];
+        pass.slot().counts.clear().asIntBuffer().get(counted);
+        return predictors.shares(counted);
+    }
+
+    /** Adds a pass's sparse tokens to the run's figures (shares as {@link #shares}; null: all computed). */
+    private void tally(double[][] shares, int tokens) {
         for (int l = 0; l < tallyMlp.length; l++) {
             tallyMlp[l] += tokens * (shares == null ? 1 : shares[0][l]);
             tallyHeads[l] += tokens * (shares == null ? 1 : shares[1][l]);
@@ -1092,7 +1111,6 @@ public final class CudaEngine implements Engine {
             dropGraphs();
             for (PassSlot slot : slots) slot.free();
             cuMemFreeHost(hostLogitsPtr);
-            cuMemFreeHost(hostCountsPtr);
             cuda.close();
         }
     }

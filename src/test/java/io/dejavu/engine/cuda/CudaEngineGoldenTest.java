@@ -253,7 +253,7 @@ class CudaEngineGoldenTest {
                         engine.forward(List.of(Step.last(other, prompts.get(1))));
                     }
                 }
-                Engine.PendingTokens following = i + 1 < steps ? engine.submitFollowing(pending, seqs, choices) : null;
+                Engine.PendingTokens following = i + 1 < steps ? engine.submitFollowing(pending, batch, choices) : null;
                 assertArrayEquals(inTurn[i], pending.await(), "step " + i);
                 assertArrayEquals(inTurn[i], pending.await(), "the same tokens when asked again");
                 pending = following;

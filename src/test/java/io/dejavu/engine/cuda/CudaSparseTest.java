@@ -4,6 +4,7 @@ import io.dejavu.engine.Engine;
 import io.dejavu.engine.Sequence;
 import io.dejavu.engine.Step;
 import io.dejavu.engine.StepSparsity;
+import io.dejavu.engine.TokenChoice;
 import io.dejavu.engine.cpu.CpuEngine;
 import io.dejavu.model.OptConfig;
 import io.dejavu.model.OptModel;
@@ -21,6 +22,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -137,6 +139,46 @@ class CudaSparseTest {
                 assertTrue(sum / count <= 2e-2, "mean rel L2 " + sum / count);
                 assertTrue(argmaxEqual >= 0.9 * count, argmaxEqual + " of " + count + " argmax equal");
             }
+        }
+    }
+
+    /**
+     * Sparse decode steps run ahead (each queued before the tokens of the one before are read, its counts read back
+     * with its tokens) give the tokens and the shares executed of steps run in turn.
+     */
+    @Test
+    void sparseStepsRunAheadGiveTheTokensAndSharesOfStepsRunInTurn() {
+        try (OptModel model = OptModel.load(DEMO);
+             CudaEngine gpu = engine(model, Predictors.read(DEMO.resolve(Predictors.MODEL_SUBDIRECTORY), model.config()))) {
+            int batch = PROMPTS.length, count = 12;
+            List<TokenChoice> greedy = java.util.Collections.nCopies(batch, TokenChoice.greedy());
+            int[] start = {700, 800, 900, 1000};
+            List<int[]> tokens = new ArrayList<>();
+            List<StepSparsity> shares = new ArrayList<>();
+            List<Sequence> seqs = prefill(gpu, batch);
+            int[] next = start;
+            for (int i = 0; i < count; i++) {
+                next = gpu.nextTokens(steps(seqs, next, batch, true), greedy);
+                tokens.add(next);
+                shares.add(gpu.lastStepSparsity());
+            }
+            seqs.forEach(Sequence::close);
+
+            seqs = prefill(gpu, batch);
+            List<Step> first = steps(seqs, start, batch, true);
+            Engine.PendingTokens pending = gpu.submitNextTokens(first, greedy);
+            for (int i = 0; i < count; i++) {
+                Engine.PendingTokens following = i + 1 < count ? gpu.submitFollowing(pending, first, greedy) : null;
+                assertArrayEquals(tokens.get(i), pending.await(), "step " + i);
+                StepSparsity got = pending.sparsity();
+                assertNotNull(got, "a sparse step's shares");
+                for (int l = 0; l < model.config().numHiddenLayers(); l++) {
+                    assertEquals(shares.get(i).mlpComputed()[l], got.mlpComputed()[l], 0.03, "step " + i + " layer " + l);
+                }
+                assertTrue(Arrays.stream(got.mlpComputed()).min().orElseThrow() < 1, "step " + i + " ran sparse");
+                pending = following;
+            }
+            seqs.forEach(Sequence::close);
         }
     }
 
