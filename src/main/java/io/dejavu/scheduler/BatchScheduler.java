@@ -445,7 +445,7 @@ public final class BatchScheduler {
             return;
         }
         long end = System.nanoTime();
-        deliver(members, picks, sparse, end - start, end);
+        deliver(members, picks, sparse, engine.lastStepSparsity(), end - start, end);
     }
 
     /** The pass queued ahead has no member left running: its tokens are not wanted. */
@@ -486,7 +486,7 @@ public final class BatchScheduler {
         long end = System.nanoTime();
         int[] kept = new int[live.size()];
         for (int i = 0, k = 0; i < members.size(); i++) if (live.contains(members.get(i))) kept[k++] = tokens[i];
-        deliver(live, new Engine.Picks(kept, new float[live.size()][]), new boolean[live.size()],
+        deliver(live, new Engine.Picks(kept, new float[live.size()][]), sparseRequests(live), pending.sparsity(),
                 end - Math.max(lastForwardEnd, 0), end);
     }
 
@@ -496,10 +496,11 @@ public final class BatchScheduler {
      */
     private void finishAhead(Engine.PendingTokens pending, List<Active> members, List<TokenChoice> choices, long start) {
         if (mayRunAhead(members, choices)) {
-            List<Sequence> sequences = new ArrayList<>(members.size());
-            for (Active entry : members) sequences.add(entry.sequence);
+            // placeholder tokens: each sequence is fed what pending picks for it
+            List<Step> next = new ArrayList<>(members.size());
+            for (Active entry : members) next.add(new Step(entry.sequence, new int[]{0}, false, entry.request.sparse()));
             try {
-                ahead = engine.submitFollowing(pending, sequences, choices);
+                ahead = engine.submitFollowing(pending, next, choices);
                 aheadMembers = members;
                 aheadChoices = choices;
             } catch (RuntimeException e) {
@@ -516,13 +517,20 @@ public final class BatchScheduler {
             return;
         }
         long end = System.nanoTime();
-        deliver(members, new Engine.Picks(tokens, new float[members.size()][]), new boolean[members.size()],
-                end - Math.max(start, lastForwardEnd), end);
+        deliver(members, new Engine.Picks(tokens, new float[members.size()][]), sparseRequests(members),
+                pending.sparsity(), end - Math.max(start, lastForwardEnd), end);
+    }
+
+    /** Which members asked for sparse decoding (a pass queued ahead decodes each as its request asks). */
+    private static boolean[] sparseRequests(List<Active> members) {
+        boolean[] sparse = new boolean[members.size()];
+        for (int i = 0; i < sparse.length; i++) sparse[i] = members.get(i).request.sparse();
+        return sparse;
     }
 
     /**
      * Whether a decode pass of these members may have the next pass queued behind it before its tokens are read:
-     * the engine runs ahead; the members are every running sequence, all decoding dense and picking on the device;
+     * the engine runs ahead; the members are every running sequence, all decoding and picking on the device;
      * none is cancelled; no request waits for a free slot; and the KV cache has a position more for each.
      */
     private boolean mayRunAhead(List<Active> members, List<TokenChoice> choices) {
@@ -533,8 +541,7 @@ public final class BatchScheduler {
         long blocks = 0;
         for (int i = 0; i < members.size(); i++) {
             Active entry = members.get(i);
-            if (!entry.decoding() || entry.cancelled || choices.get(i) == null || entry.request.sparse()
-                    || !running.contains(entry)) {
+            if (!entry.decoding() || entry.cancelled || choices.get(i) == null || !running.contains(entry)) {
                 return false;
             }
             blocks += kvBlocks(entry.sequence.length(), 1);
@@ -542,10 +549,15 @@ public final class BatchScheduler {
         return blocks <= engine.freeKvCacheBlocks();
     }
 
-    /** A pass's results to its members: tokens sampled or picked, streamed out; finished ones retired. */
-    private void deliver(List<Active> members, Engine.Picks picks, boolean[] sparse, long stepNanos, long end) {
+    /**
+     * A pass's results to its members: tokens sampled or picked, streamed out; finished ones retired.
+     *
+     * @param sparse   which members' steps asked for sparse execution
+     * @param sparsity what the pass computed of its sparse tokens, or null
+     */
+    private void deliver(List<Active> members, Engine.Picks picks, boolean[] sparse, StepSparsity sparsity,
+                         long stepNanos, long end) {
         lastForwardEnd = end;
-        StepSparsity sparsity = engine.lastStepSparsity();
         double[] mlpSkipped = sparsity == null ? null : sparsity.mlpSkipped();
         double[] headsSkipped = sparsity == null ? null : sparsity.headsSkipped();
         Object[] sampled = sample(members, picks);

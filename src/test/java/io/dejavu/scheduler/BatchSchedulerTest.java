@@ -258,9 +258,9 @@ class BatchSchedulerTest {
         }
 
         @Override
-        public PendingTokens submitFollowing(PendingTokens previous, List<Sequence> sequences, List<TokenChoice> choices) {
+        public PendingTokens submitFollowing(PendingTokens previous, List<Step> steps, List<TokenChoice> choices) {
             following.incrementAndGet();
-            return super.submitFollowing(previous, sequences, choices);
+            return super.submitFollowing(previous, steps, choices);
         }
     }
 
