@@ -31,10 +31,11 @@ for (shape, batch), e in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0]
 
 if sparse:
     print()
-    print("| shape | batch | rank | MLP rule | MLP kept a token | heads kept a token | dense ms/step | sparse ms/step | sparse GPU ms/step | speedup | MLP union | heads union |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | batch | rank | MLP rule | MLP kept a token | heads kept a token | dense ms/step | sparse ms/step | sparse GPU ms/step | speedup | dense ms/step, run ahead | sparse ms/step, run ahead | speedup, run ahead | MLP union | heads union |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kv in sparse:
         g = lambda k, fmt="{:.3f}": fmt.format(float(kv[k]))
         print(f"| {kv['shape']} | {kv['batch']} | {kv['rank']} | {kv.get('rule', 'top-k')} | {g('mlp_keep', '{:.2f}')} | {g('heads_keep', '{:.2f}')} | "
               f"{g('dense_ms')} | {g('sparse_ms')} | {g('sparse_graph_ms')} | {g('speedup', '{:.2f}x')} | "
+              f"{kv.get('dense_ahead_ms', '-')} | {kv.get('sparse_ahead_ms', '-')} | {kv.get('speedup_ahead', '-')} | "
               f"{100 * float(kv['mlp_computed']):.1f}% | {100 * float(kv['heads_computed']):.1f}% |")

@@ -39,24 +39,28 @@ public final class SparseBenchmark {
      *             threshold, as calibrated predictors do)
      */
     public record Point(int batch, String rule, double mlpKeep, double headsKeep, double denseMs, double sparseMs,
-                        double sparseGraphMs, double mlpComputed, double headsComputed) {
+                        double sparseGraphMs, double denseAheadMs, double sparseAheadMs, double mlpComputed,
+                        double headsComputed) {
         public String row() {
-            return String.format("%-6d %-9s %9.3f %9.3f %11.3f %12.3f %14.3f %8.2fx %12.1f%% %12.1f%%", batch, rule,
-                    mlpKeep, headsKeep, denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, 100 * mlpComputed,
+            return String.format("%-6d %-9s %9.3f %9.3f %11.3f %12.3f %14.3f %8.2fx %14.3f %15.3f %8.2fx %12.1f%% "
+                            + "%12.1f%%", batch, rule, mlpKeep, headsKeep, denseMs, sparseMs, sparseGraphMs,
+                    denseMs / sparseMs, denseAheadMs, sparseAheadMs, denseAheadMs / sparseAheadMs, 100 * mlpComputed,
                     100 * headsComputed);
         }
 
         public String result(String shape, int rank) {
             return String.format("RESULT engine=cuda-sparse shape=%s batch=%d rank=%d rule=%s mlp_keep=%.4f "
                             + "heads_keep=%.4f dense_ms=%.4f sparse_ms=%.4f sparse_graph_ms=%.4f speedup=%.3f "
+                            + "dense_ahead_ms=%.4f sparse_ahead_ms=%.4f speedup_ahead=%.3f "
                             + "mlp_computed=%.4f heads_computed=%.4f", shape, batch, rank, rule, mlpKeep, headsKeep,
-                    denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, mlpComputed, headsComputed);
+                    denseMs, sparseMs, sparseGraphMs, denseMs / sparseMs, denseAheadMs, sparseAheadMs,
+                    denseAheadMs / sparseAheadMs, mlpComputed, headsComputed);
         }
     }
 
-    public static final String HEADER = String.format("%-6s %-9s %9s %9s %11s %12s %14s %9s %13s %13s", "batch",
-            "MLP rule", "mlp kept", "heads kept", "dense ms", "sparse ms", "sparse GPU ms", "speedup", "MLP union",
-            "heads union");
+    public static final String HEADER = String.format("%-6s %-9s %9s %9s %11s %12s %14s %9s %14s %15s %9s %13s %13s",
+            "batch", "MLP rule", "mlp kept", "heads kept", "dense ms", "sparse ms", "sparse GPU ms", "speedup",
+            "dense ms ahead", "sparse ms ahead", "speedup", "MLP union", "heads union");
 
     /**
      * @param mlpKeep   share of MLP neurons each token keeps at batch 1
@@ -245,12 +249,28 @@ public final class SparseBenchmark {
         return points;
     }
 
-    /** Dense then sparse decode of `batch` fresh sequences of the same prompt length, each timed over genLen steps. */
+    /**
+     * Dense then sparse decode of `batch` fresh sequences of the same prompt length, each timed over genLen steps,
+     * each step's tokens read before the next is queued; then both again run ahead, as the server decodes.
+     */
     private static Point measure(CudaEngine engine, Random random, int batch, int promptLen, int genLen, String rule,
                                  double mlpKeep, double headsKeep) {
         double dense = decode(engine, random, batch, promptLen, genLen, false)[0];
         double[] sparse = decode(engine, random, batch, promptLen, genLen, true);
-        return new Point(batch, rule, mlpKeep, headsKeep, dense, sparse[0], sparse[1], sparse[2], sparse[3]);
+        return new Point(batch, rule, mlpKeep, headsKeep, dense, sparse[0], sparse[1],
+                decodeAhead(engine, random, batch, promptLen, genLen, false),
+                decodeAhead(engine, random, batch, promptLen, genLen, true), sparse[2], sparse[3]);
+    }
+
+    /** Ms per step of fresh sequences decoded run ahead (see {@link CudaBenchmark#decodeMs}). */
+    private static double decodeAhead(CudaEngine engine, Random random, int batch, int promptLen, int genLen,
+                                      boolean sparse) {
+        Batch b = new Batch(engine, random, batch, promptLen);
+        try {
+            return CudaBenchmark.decodeMs(engine, b.seqs, b.next, genLen, true, sparse);
+        } finally {
+            b.close();
+        }
     }
 
     /** {ms per step, GPU ms per step (graph replays), MLP share computed, heads share computed}. */
