@@ -458,7 +458,7 @@ public final class BatchScheduler {
         pending.await();  // an engine failure surfaces here, with no request left to fail, or in the next pass
     }
 
-    /** Reads the tokens of the pass queued ahead: those of its members still running; the others' are dropped. */
+    /** Reads the tokens of the pass queued ahead (see {@link #finishAhead}). */
     private void stepAhead() {
         Engine.PendingTokens pending = ahead;
         List<Active> members = aheadMembers;
@@ -466,33 +466,13 @@ public final class BatchScheduler {
         ahead = null;
         aheadMembers = null;
         aheadChoices = null;
-        List<Active> live = new ArrayList<>(members.size());
-        for (Active entry : members) if (running.contains(entry)) live.add(entry);
-        if (live.size() == members.size()) {
-            finishAhead(pending, members, choices, lastForwardEnd);
-            return;
-        }
-        if (live.isEmpty()) {
-            pending.await();
-            return;
-        }
-        int[] tokens;
-        try {
-            tokens = pending.await();
-        } catch (RuntimeException e) {
-            failStep(live, e);
-            return;
-        }
-        long end = System.nanoTime();
-        int[] kept = new int[live.size()];
-        for (int i = 0, k = 0; i < members.size(); i++) if (live.contains(members.get(i))) kept[k++] = tokens[i];
-        deliver(live, new Engine.Picks(kept, new float[live.size()][]), sparseRequests(live), pending.sparsity(),
-                end - Math.max(lastForwardEnd, 0), end);
+        finishAhead(pending, members, choices, lastForwardEnd);
     }
 
     /**
-     * Queues the pass after {@code pending} where the batch can stay as it is, then reads and delivers pending's
-     * tokens. {@code start}: when pending was queued, or when the pass before it ended.
+     * Queues the pass after {@code pending} where the batch can stay as it is, then reads pending's tokens and
+     * delivers those of its members still running: a member that ended after pending was queued (its last token, a
+     * stop, a cancel) has its row dropped. {@code start}: when pending was queued, or when the pass before it ended.
      */
     private void finishAhead(Engine.PendingTokens pending, List<Active> members, List<TokenChoice> choices, long start) {
         if (mayRunAhead(members, choices)) {
@@ -508,17 +488,22 @@ public final class BatchScheduler {
                 return;
             }
         }
+        List<Active> live = new ArrayList<>(members.size());
+        for (Active entry : members) if (running.contains(entry)) live.add(entry);
         int[] tokens;
         try {
             tokens = pending.await();
         } catch (RuntimeException e) {
             ahead = null;
-            failStep(members, e);
+            failStep(live, e);
             return;
         }
+        if (live.isEmpty()) return;
         long end = System.nanoTime();
-        deliver(members, new Engine.Picks(tokens, new float[members.size()][]), sparseRequests(members),
-                pending.sparsity(), end - Math.max(start, lastForwardEnd), end);
+        int[] kept = new int[live.size()];
+        for (int i = 0, k = 0; i < members.size(); i++) if (live.contains(members.get(i))) kept[k++] = tokens[i];
+        deliver(live, new Engine.Picks(kept, new float[live.size()][]), sparseRequests(live), pending.sparsity(),
+                end - Math.max(start, lastForwardEnd), end);
     }
 
     /** Which members asked for sparse decoding (a pass queued ahead decodes each as its request asks). */
