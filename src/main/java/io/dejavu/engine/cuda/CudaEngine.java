@@ -580,12 +580,12 @@ public final class CudaEngine implements Engine {
     }
 
     /**
-     * Dense decode steps whose tokens are all picked on the GPU run ahead: the step is queued and its tokens read when
-     * asked, so that the next step can be queued behind it first ({@link #submitFollowing}).
+     * Decode steps whose tokens are all picked on the GPU and whose pass replays a graph run ahead: the step is queued
+     * and its tokens read when asked, so that the next step can be queued behind it first ({@link #submitFollowing}).
      */
     @Override
     public boolean runsAhead() {
-        return options.cudaGraphs() && !cuda.profiling();
+        return replaysGraph(1);
     }
 
     @Override
@@ -612,12 +612,9 @@ public final class CudaEngine implements Engine {
         return submit(steps, choices, true);
     }
 
-    /** Whether these steps make one decode pass whose every token is picked on the GPU. */
+    /** Whether these steps make one decode pass, replayed as a graph, whose every token is picked on the GPU. */
     private boolean runsAheadFor(List<Step> steps, List<TokenChoice> choices) {
-        if (!runsAhead() || steps.isEmpty() || choices.size() != steps.size()
-                || steps.size() > Math.min(Math.min(MAX_SPLIT_TOKENS, maxRows), maxTokens)) {
-            return false;
-        }
+        if (steps.isEmpty() || choices.size() != steps.size() || !replaysGraph(steps.size())) return false;
         for (int i = 0; i < steps.size(); i++) {
             Step step = steps.get(i);
             if (choices.get(i) == null || step.tokens().length != 1 || step.allLogits()) return false;
@@ -644,7 +641,6 @@ public final class CudaEngine implements Engine {
     /** A decode pass on the stream; its picked tokens are in its slot once its event has passed. */
     private final class Submitted implements PendingTokens {
         final Enqueued enqueued;
-        final PassSlot slot;
         /** Which pass it was ({@link #passes} when it was queued). */
         final long pass;
         final List<Sequence> sequences;
@@ -653,7 +649,6 @@ public final class CudaEngine implements Engine {
 
         Submitted(Enqueued enqueued, long pass, List<Sequence> sequences) {
             this.enqueued = enqueued;
-            this.slot = enqueued.slot();
             this.pass = pass;
             this.sequences = sequences;
         }
@@ -665,15 +660,13 @@ public final class CudaEngine implements Engine {
         @Override
         public int[] await() {
             if (tokens == null) {
+                PassSlot slot = enqueued.slot();
                 cuEventSynchronize(slot.done);
                 tokens = new int[enqueued.r()];
                 slot.ids.clear().asIntBuffer().get(tokens);  // a decode pass's rows are its steps, in order
                 if (enqueued.sparseTokens() > 0) {
                     double[][] shares = shares(enqueued);
-                    double[] mlp = new double[config.numHiddenLayers()], heads = new double[mlp.length];
-                    java.util.Arrays.fill(mlp, 1);
-                    java.util.Arrays.fill(heads, 1);
-                    sparsity = shares == null ? new StepSparsity(mlp, heads) : new StepSparsity(shares[0], shares[1]);
+                    sparsity = new StepSparsity(shares[0], shares[1]);
                 }
                 slot.unread = null;
             }
@@ -766,6 +759,11 @@ public final class CudaEngine implements Engine {
                 if (t < 0 || t >= vocab) throw new IllegalArgumentException("token id " + t + " outside [0, " + vocab + ")");
             }
         }
+    }
+
+    /** Whether a decode pass of {@code t} tokens replays its CUDA graph (captured the first time it meets t). */
+    private boolean replaysGraph(int t) {
+        return options.cudaGraphs() && !cuda.profiling() && t <= Math.min(MAX_SPLIT_TOKENS, maxRows);
     }
 
     /** Ints of the metadata block for a pass of T tokens, S sequences and R logit rows (see {@link #runPass}). */
@@ -941,7 +939,7 @@ public final class CudaEngine implements Engine {
         if (tokensOnDevice) cuda.copy(meta, 0, scratch, ids - scratch.address(), 4L * t);
         if (options.poison()) cuMemsetD16Async(scratch.ptr(0), (short) 0x7E00, scratch.bytes() / 2, cuda.stream());
 
-        if (decode && options.cudaGraphs() && !cuda.profiling() && t <= Math.min(MAX_SPLIT_TOKENS, maxRows)) {
+        if (decode && replaysGraph(t)) {
             int key = sparse ? -t : t;
             CUgraphExec graph = graphs.get(key);
             if (graph == null) {
@@ -970,17 +968,21 @@ public final class CudaEngine implements Engine {
      * selections counted, or everything where it ran dense.
      */
     private double[][] shares(Enqueued pass) {
-        if (!pass.sparse()) return null;
+        if (!pass.sparse()) {
+            double[] all = new double[config.numHiddenLayers()];
+            java.util.Arrays.fill(all, 1);
+            return new double[][]{all, all.clone()};
+        }
         int[] counted = new int[4 * config.numHiddenLayers()];
         pass.slot().counts.clear().asIntBuffer().get(counted);
         return predictors.shares(counted);
     }
 
-    /** Adds a pass's sparse tokens to the run's figures (shares as {@link #shares}; null: all computed). */
+    /** Adds a pass's sparse tokens to the run's figures (shares as {@link #shares}). */
     private void tally(double[][] shares, int tokens) {
         for (int l = 0; l < tallyMlp.length; l++) {
-            tallyMlp[l] += tokens * (shares == null ? 1 : shares[0][l]);
-            tallyHeads[l] += tokens * (shares == null ? 1 : shares[1][l]);
+            tallyMlp[l] += tokens * shares[0][l];
+            tallyHeads[l] += tokens * shares[1][l];
         }
         tallyTokens += tokens;
     }
