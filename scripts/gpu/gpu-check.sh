@@ -5,7 +5,8 @@
 # GpuTestMain.class, shared.tar.xz (the tiny golden models) and these scripts. Logs go to $OUT.
 # STAGES (default "tests bench torch sparse sanitizer") picks stages; BENCH_RUNS lists SHAPE:BATCH runs of the dense
 # decoder; SPARSE_SHAPES the shapes of the Deja Vu benchmark (dense and sparse decode side by side, batches
-# SPARSE_BATCHES, plus the curve of ms/token against the share kept).
+# SPARSE_BATCHES, plus the curve of ms/token against the share kept); "load" runs the service load test on the host's
+# CPUs LOAD_RUNS times.
 set -uo pipefail
 D=${DEVICE_DIR:-.device}
 OUT=${OUT:-/tmp/gpu-check}
@@ -46,6 +47,24 @@ fi
 if [[ " $STAGES " == *" torch "* ]]; then
   PYTHONUNBUFFERED=1 python3 "$D/torch_baseline.py" $BENCH_RUNS --prompt-len "$PROMPT" --gen-len "$GEN" 2>&1 \
     | grep -v Warning | tee "$OUT/bench-torch.log"
+fi
+if [[ " $STAGES " == *" load "* ]]; then
+  # The service load test on the host's CPUs (the CPU engine; the GPU idles), LOAD_RUNS rounds. The model is opt-mini's
+  # shapes with random weights (its work depends on the shapes only), made by transformers from the carried config.
+  M=/tmp/opt-mini-shape
+  [ -f "$M/model.safetensors" ] || python3 - "$D/mini" "$M" <<'PY'
+import shutil, sys, torch, transformers
+src, dst = sys.argv[1:]
+torch.manual_seed(0)
+transformers.OPTForCausalLM(transformers.OPTConfig.from_pretrained(src)).half().save_pretrained(dst)
+for name in ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt"):
+    shutil.copy(f"{src}/{name}", dst)
+PY
+  for run in $(seq "${LOAD_RUNS:-1}"); do
+    "${JAVA[@]}" -XX:+UseG1GC -Xms8g -Xmx8g -Xmn6g -XX:+AlwaysPreTouch -cp "$D/dejavu-serve.jar:$D/test-classes" \
+      io.dejavu.bench.ServiceLoadBenchmark "$M" 64 48 ${LOAD_SETTINGS:-max_num_batched_tokens=68 cpu_threads=11} 2>&1 \
+      | tee -a "$OUT/load.log" | grep -E "goal|delivered|p99 / p50"
+  done
 fi
 python3 "$D/compare.py" "$OUT"/bench-*.log 2>/dev/null | tee "$OUT/table.md"
 exit $status
