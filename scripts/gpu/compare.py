@@ -16,16 +16,16 @@ for path in sys.argv[1:]:
         else:
             rows.setdefault((kv["shape"], int(kv["batch"])), {})[kv["engine"]] = kv
 
-print("| shape | batch | floor ms/step | CUDA ms/step | CUDA ms/step, run ahead | CUDA GPU ms/step (graph back to back) | decode graph launches | % of floor | CUDA tokens/s | CUDA GB/s | goal (H100) | "
+print("| shape | batch | floor ms/step | floor with KV reads ms/step | CUDA ms/step | CUDA ms/step, run ahead | CUDA GPU ms/step (graph back to back) | decode graph launches | % of floor | CUDA tokens/s | CUDA GB/s | goal (H100) | "
       "goal scaled to this floor | PyTorch ms/step | CUDA prefill ms | CUDA prefill ms, wmma GEMM | PyTorch prefill ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (shape, batch), e in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     c, t = e.get("cuda"), e.get("torch")
     f = lambda d, k, fmt="{:.3f}": fmt.format(float(d[k])) if d and k in d else "-"
     pct = f"{100 * float(c['floor_ms']) / float(c['step_ms']):.0f}%" if c else "-"
     goal = GOALS.get((shape, batch))
     scaled = f"<= {goal[0] / goal[1] * float(c['floor_ms']):.3f}" if goal and c else "-"
-    print(f"| {shape} | {batch} | {f(c, 'floor_ms')} | {f(c, 'step_ms')} | {f(c, 'ahead_ms')} | {f(c, 'graph_ms')} | {c.get('launch', '-') if c else '-'} | {pct} | {f(c, 'tok_s', '{:.0f}')} | "
+    print(f"| {shape} | {batch} | {f(c, 'floor_ms')} | {f(c, 'kv_floor_ms')} | {f(c, 'step_ms')} | {f(c, 'ahead_ms')} | {f(c, 'graph_ms')} | {c.get('launch', '-') if c else '-'} | {pct} | {f(c, 'tok_s', '{:.0f}')} | "
           f"{f(c, 'gb_s', '{:.0f}')} | {'<= %.2f' % goal[0] if goal else '-'} | {scaled} | {f(t, 'step_ms')} | "
           f"{f(c, 'prefill_ms', '{:.2f}')} | {f(c, 'prefill_wmma_ms', '{:.2f}')} | {f(t, 'prefill_ms', '{:.2f}')} |")
 

@@ -46,7 +46,7 @@ public final class CudaBenchmark {
     /** What one run measured. */
     public record Result(String device, String shape, CudaEngine.LaunchTuning launch, int batch, int promptLen, int genLen, double prefillMs,
                          String prefillGemm, double wmmaPrefillMs, double decodeStepMs, double aheadStepMs,
-                         double graphStepMs, double weightGb, double copyGbPerS) {
+                         double graphStepMs, double weightGb, double kvGb, double copyGbPerS) {
         public double tokensPerSecond() {
             return batch * 1000 / decodeStepMs;
         }
@@ -57,6 +57,11 @@ public final class CudaBenchmark {
 
         public double floorMs() {
             return weightGb / copyGbPerS * 1000;
+        }
+
+        /** The floor with the KV cache's reads added: what memory allows a step at this batch and context. */
+        public double floorWithKvMs() {
+            return (weightGb + kvGb) / copyGbPerS * 1000;
         }
 
         /** Which launches the decode graph kept, and how fast each replayed; null launch: not tuned. */
@@ -81,13 +86,15 @@ public final class CudaBenchmark {
                     decode GPU time   %.3f ms/step (the step's graph replayed back to back: no host work between)
                     weights per step  %.2f GB, achieved %.0f GB/s
                     copy bandwidth    %.0f GB/s (read + write) -> floor %.3f ms/step (%.0f%% of floor reached)
-                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f ahead_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f copy_gb_s=%.1f launch=%s
+                    KV cache reads    %.2f GB/step (mean over the timed steps) -> floor with them %.3f ms/step
+                    RESULT engine=%s shape=%s batch=%d prompt=%d gen=%d prefill_ms=%.3f prefill_wmma_ms=%.3f step_ms=%.4f ahead_ms=%.4f graph_ms=%.4f tok_s=%.1f gb_s=%.1f floor_ms=%.4f kv_floor_ms=%.4f copy_gb_s=%.1f launch=%s
                     """, device, shape, batch, promptLen, genLen, launchDescription(), prefillMs, prefillMs > 0 ? promptLen : 0,
                     prefillGemm, wmmaPrefillMs,
                     decodeStepMs, decodeStepMs / batch, tokensPerSecond(), aheadStepMs, graphStepMs, weightGb, achievedGbPerS(), copyGbPerS, floorMs(),
-                    100 * floorMs() / decodeStepMs, "cuda", shape, batch, promptLen, genLen, prefillMs,
-                    wmmaPrefillMs, decodeStepMs, aheadStepMs,
-                    graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), copyGbPerS, launchKind());
+                    100 * floorMs() / decodeStepMs, kvGb, floorWithKvMs(), "cuda", shape, batch, promptLen, genLen,
+                    prefillMs, wmmaPrefillMs, decodeStepMs, aheadStepMs,
+                    graphStepMs, tokensPerSecond(), achievedGbPerS(), floorMs(), floorWithKvMs(), copyGbPerS,
+                    launchKind());
         }
     }
 
@@ -141,8 +148,17 @@ public final class CudaBenchmark {
             return new Result(engine.deviceName(), shapeName, engine.launchTuning(batch), batch, promptLen, genLen, prefillMs, gemm,
                     wmmaPrefillMs, stepMs, aheadMs,
                     gpuStepMs == null ? Double.NaN : gpuStepMs,
-                    engine.weightBytesPerStep() / 1e9, copy);
+                    engine.weightBytesPerStep() / 1e9, kvBytesPerStep(config, batch, promptLen, genLen) / 1e9, copy);
         }
+    }
+
+    /**
+     * The fp16 keys and values a timed decode step's attention reads, on average: every sequence's, every layer's,
+     * for each position up to its own (decodeMs times genLen steps after 3 unmeasured).
+     */
+    private static double kvBytesPerStep(OptConfig config, int batch, int promptLen, int genLen) {
+        double positions = promptLen + Math.min(3, genLen) + (genLen + 1) / 2.0;
+        return batch * positions * config.numHiddenLayers() * 2.0 * config.hiddenSize() * 2;
     }
 
     /** New sequences, one per prompt, prefilled; returns each one's first generated token (greedy). */
