@@ -154,11 +154,11 @@ public final class CudaBenchmark {
 
     /**
      * The fp16 keys and values a timed decode step's attention reads, on average: every sequence's, every layer's,
-     * for each position up to its own (decodeMs times genLen steps after 3 unmeasured).
+     * for each position up to its own (decodeMs times genLen steps after its unmeasured ones).
      */
     private static double kvBytesPerStep(OptConfig config, int batch, int promptLen, int genLen) {
-        double positions = promptLen + Math.min(3, genLen) + (genLen + 1) / 2.0;
-        return batch * positions * config.numHiddenLayers() * 2.0 * config.hiddenSize() * 2;
+        double positions = promptLen + Math.min(DECODE_WARMUP_STEPS, genLen) + (genLen + 1) / 2.0;
+        return batch * positions * KvCachePool.blockBytes(config) / KvCachePool.BLOCK_TOKENS;
     }
 
     /** New sequences, one per prompt, prefilled; returns each one's first generated token (greedy). */
@@ -171,15 +171,19 @@ public final class CudaBenchmark {
         return first;
     }
 
+    /** Decode steps run before decodeMs starts its clock. */
+    private static final int DECODE_WARMUP_STEPS = 3;
+
     /**
-     * Wall ms a greedy decode step of these sequences takes, over genLen steps after 3 unmeasured. Each step's tokens
-     * are read before the next step is queued, or, run ahead, the next step is queued first (as the server does):
-     * then the GPU does not wait for the host between steps. With {@code sparse} the steps ask for sparse execution.
+     * Wall ms a greedy decode step of these sequences takes, over genLen steps after {@link #DECODE_WARMUP_STEPS}
+     * unmeasured. Each step's tokens are read before the next step is queued, or, run ahead, the next step is queued
+     * first (as the server does): then the GPU does not wait for the host between steps. With {@code sparse} the
+     * steps ask for sparse execution.
      */
     static double decodeMs(CudaEngine engine, List<Sequence> seqs, int[] first, int genLen, boolean ahead,
                            boolean sparse) {
         List<TokenChoice> greedy = Collections.nCopies(seqs.size(), TokenChoice.greedy());
-        int warmup = Math.min(3, genLen);
+        int warmup = Math.min(DECODE_WARMUP_STEPS, genLen);
         int[] next = first;
         Engine.PendingTokens pending = null;
         long t0 = 0;
