@@ -49,7 +49,7 @@ final class InferenceVerticle extends VerticleBase {
     public Future<?> start() {
         long begin = System.nanoTime();
         System.err.printf("dejavu: loading %s (backend %s) ...%n", config.model(), config.backend());
-        Engine engine;
+        Engine engine = null;
         try {
             model = OptModel.load(config.model());
             engine = engines.create(config.backend(), config.cpuThreads(), config.kvCacheMib(), model,
@@ -59,6 +59,7 @@ final class InferenceVerticle extends VerticleBase {
             prepareDecode(engine);
         } catch (RuntimeException e) {
             failure = e.getMessage();
+            if (engine != null) engine.close();
             if (model != null) model.close();
             return Future.failedFuture(e);
         }
@@ -95,7 +96,6 @@ final class InferenceVerticle extends VerticleBase {
                 + "longest the limits allow (%d positions)%n", positions, engine.kvCacheBlocks(), blockTokens,
                 (double) positions / longest, longest);
         if (positions < longest) {
-            engine.close();
             throw new IllegalStateException("the KV cache holds " + positions + " positions, fewer than one "
                     + "generation may take (max_prompt_tokens + max_output_tokens, at most the model's context: "
                     + longest + "): raise kv_cache_mib or lower those limits");
