@@ -63,10 +63,8 @@ public final class BatchScheduler {
     private final LinkedBlockingQueue<Active> waiting;
     /** Preempted requests, the oldest first: admitted before any in {@link #waiting}. Changed by the engine thread. */
     private final Deque<Active> preempted = new ConcurrentLinkedDeque<>();
-    /** A decode pass queued before the tokens of the one before it were read, its members and their choices. */
-    private Engine.PendingTokens ahead;
-    private List<Active> aheadMembers;
-    private List<TokenChoice> aheadChoices;
+    /** A decode pass queued before the tokens of the one before it were read, or null. */
+    private Ahead ahead;
     /** Queued and running requests by id, for cancellation from other threads. */
     private final Map<String, Active> active = new ConcurrentHashMap<>();
     private final List<Active> running = new ArrayList<>();
@@ -448,25 +446,23 @@ public final class BatchScheduler {
         deliver(members, picks, sparse, engine.lastStepSparsity(), end - start, end);
     }
 
+    /** A decode pass queued ahead: its tokens to come, its members and their choices. */
+    private record Ahead(Engine.PendingTokens pending, List<Active> members, List<TokenChoice> choices) {
+    }
+
     /** The pass queued ahead has no member left running: its tokens are not wanted. */
     private void dropAhead() {
         if (ahead == null) return;
-        Engine.PendingTokens pending = ahead;
+        Engine.PendingTokens pending = ahead.pending();
         ahead = null;
-        aheadMembers = null;
-        aheadChoices = null;
         pending.await();  // an engine failure surfaces here, with no request left to fail, or in the next pass
     }
 
     /** Reads the tokens of the pass queued ahead (see {@link #finishAhead}). */
     private void stepAhead() {
-        Engine.PendingTokens pending = ahead;
-        List<Active> members = aheadMembers;
-        List<TokenChoice> choices = aheadChoices;
+        Ahead queued = ahead;
         ahead = null;
-        aheadMembers = null;
-        aheadChoices = null;
-        finishAhead(pending, members, choices, lastForwardEnd);
+        finishAhead(queued.pending(), queued.members(), queued.choices(), lastForwardEnd);
     }
 
     /**
@@ -480,9 +476,7 @@ public final class BatchScheduler {
             List<Step> next = new ArrayList<>(members.size());
             for (Active entry : members) next.add(new Step(entry.sequence, new int[]{0}, false, entry.request.sparse()));
             try {
-                ahead = engine.submitFollowing(pending, next, choices);
-                aheadMembers = members;
-                aheadChoices = choices;
+                ahead = new Ahead(engine.submitFollowing(pending, next, choices), members, choices);
             } catch (RuntimeException e) {
                 failStep(members, e);
                 return;
