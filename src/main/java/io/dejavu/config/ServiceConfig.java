@@ -48,9 +48,9 @@ import java.util.Map;
  * @param shutdownGraceSeconds on shutdown, how long in-flight generations may run before they are cancelled
  */
 public record ServiceConfig(Path model, String backend, int cpuThreads, int kvCacheMib, String host, int port,
-                            int httpInstances,
-                            int maxBatchSize, int queueLimit, int maxPromptTokens, int maxOutputTokens,
-                            int prefillChunkTokens, int maxNumBatchedTokens, String sparsity, boolean sparseDefault,
+                            int httpInstances, int maxBatchSize, int queueLimit, int maxPromptTokens,
+                            int maxOutputTokens, int prefillChunkTokens, int maxNumBatchedTokens, String sparsity,
+                            boolean sparseDefault,
                             List<Integer> sparseMlpK, List<Integer> sparseHeadsKeep, List<String> apiKeys,
                             List<String> corsOrigins, int maxBodyBytes, int maxFrameBytes, Path webroot,
                             int shutdownGraceSeconds) {
@@ -58,9 +58,8 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, int kvCa
     /** These settings with the model, webroot and sparsity paths resolved as the server finds them. */
     public ServiceConfig withPaths(Path model, Path webroot, String sparsity) {
         return new ServiceConfig(model, backend, cpuThreads, kvCacheMib, host, port, httpInstances, maxBatchSize,
-                queueLimit,
-                maxPromptTokens, maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity, sparseDefault,
-                sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot,
+                queueLimit, maxPromptTokens, maxOutputTokens, prefillChunkTokens, maxNumBatchedTokens, sparsity,
+                sparseDefault, sparseMlpK, sparseHeadsKeep, apiKeys, corsOrigins, maxBodyBytes, maxFrameBytes, webroot,
                 shutdownGraceSeconds);
     }
 
@@ -184,7 +183,8 @@ public record ServiceConfig(Path model, String backend, int cpuThreads, int kvCa
                         + maxNumBatchedTokens);
             }
             return new ServiceConfig(Path.of(string("model")), backend, integer("cpu_threads", 0, 4096),
-                    integer("kv_cache_mib", 0, Integer.MAX_VALUE), string("host"), integer("port", 0, 65535), integer("http_instances", 0, 1024), maxBatchSize,
+                    integer("kv_cache_mib", 0, Integer.MAX_VALUE), string("host"), integer("port", 0, 65535),
+                    integer("http_instances", 0, 1024), maxBatchSize,
                     integer("queue_limit", 0, 1_000_000), maxPromptTokens,
                     integer("max_output_tokens", 1, Integer.MAX_VALUE), prefillChunkTokens, maxNumBatchedTokens,
                     sparsity, bool("sparse_default"),

@@ -2,6 +2,7 @@ package io.dejavu.engine;
 
 import io.dejavu.model.OptConfig;
 
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
 
@@ -130,7 +131,7 @@ public interface Engine extends AutoCloseable {
      */
     default PendingTokens submitFollowing(PendingTokens previous, List<Step> steps, List<TokenChoice> choices) {
         int[] fed = previous.await();
-        List<Step> fedSteps = new java.util.ArrayList<>(steps.size());
+        List<Step> fedSteps = new ArrayList<>(steps.size());
         for (int i = 0; i < steps.size(); i++) {
             fedSteps.add(new Step(steps.get(i).sequence(), new int[]{fed[i]}, false, steps.get(i).sparse()));
         }

@@ -320,7 +320,7 @@ public final class ServiceLoadBenchmark {
         out.append(String.format(Locale.ROOT, "| inter-token latency / the step time of the same token | %.2f | %.2f |%n",
                 percentile(ratio, 50), percentile(ratio, 99)));
         // The goal's figure compares like with like. A batch-64 step grows with the context over the round (in
-        // eight rounds the engine alone's slowest step was 1.10-1.23x its median), so against the median a service
+        // 22 runs the engine alone's slowest step was 1.08-1.72x its median), so against the median a service
         // that added nothing would miss in some rounds; against the engine alone's own p99 it scores 1.0.
         double aloneP99 = percentile(alone, 99);
         out.append(String.format(Locale.ROOT, "p99 inter-token latency / p99 step of the engine alone at batch %d "

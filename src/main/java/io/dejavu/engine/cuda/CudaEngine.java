@@ -20,6 +20,7 @@ import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.IdentityHashMap;
@@ -970,7 +971,7 @@ public final class CudaEngine implements Engine {
     private double[][] shares(Enqueued pass) {
         if (!pass.sparse()) {
             double[] all = new double[config.numHiddenLayers()];
-            java.util.Arrays.fill(all, 1);
+            Arrays.fill(all, 1);
             return new double[][]{all, all.clone()};
         }
         int[] counted = new int[4 * config.numHiddenLayers()];
