@@ -482,8 +482,14 @@ public final class BatchScheduler {
                 return;
             }
         }
+        // the members still running, and which of pending's rows is each one's
         List<Active> live = new ArrayList<>(members.size());
-        for (Active entry : members) if (running.contains(entry)) live.add(entry);
+        int[] liveRows = new int[members.size()];
+        for (int i = 0; i < members.size(); i++) {
+            if (!running.contains(members.get(i))) continue;
+            liveRows[live.size()] = i;
+            live.add(members.get(i));
+        }
         int[] tokens;
         try {
             tokens = pending.await();
@@ -495,7 +501,7 @@ public final class BatchScheduler {
         if (live.isEmpty()) return;
         long end = System.nanoTime();
         int[] kept = new int[live.size()];
-        for (int i = 0, k = 0; i < members.size(); i++) if (live.contains(members.get(i))) kept[k++] = tokens[i];
+        for (int k = 0; k < kept.length; k++) kept[k] = tokens[liveRows[k]];
         deliver(live, new Engine.Picks(kept, new float[live.size()][]), sparseRequests(live), pending.sparsity(),
                 end - Math.max(start, lastForwardEnd), end);
     }
