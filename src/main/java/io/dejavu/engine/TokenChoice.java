@@ -1,5 +1,7 @@
 package io.dejavu.engine;
 
+import java.util.Arrays;
+
 /**
  * How {@link Engine#nextTokens} picks a step's next token from its last logits: temperature 0 = argmax (lowest id
  * on ties); otherwise keep the {@code topK} largest logits (0 = all), of those the smallest set whose probability
@@ -37,7 +39,7 @@ public record TokenChoice(float temperature, float topP, int topK, int seed, int
 
     /** The host version of the rule, over one row of logits, for the token that follows {@code position}. */
     public int pick(float[] row, int position) {
-        float[] logits = vocabLimit > 0 && vocabLimit < row.length ? java.util.Arrays.copyOf(row, vocabLimit) : row;
+        float[] logits = vocabLimit > 0 && vocabLimit < row.length ? Arrays.copyOf(row, vocabLimit) : row;
         int best = 0;
         if (isGreedy()) {
             for (int i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
@@ -48,7 +50,7 @@ public record TokenChoice(float temperature, float topP, int topK, int seed, int
         float kThreshold = Float.NEGATIVE_INFINITY;
         if (topK > 0 && topK < logits.length) {
             float[] sorted = logits.clone();
-            java.util.Arrays.sort(sorted);
+            Arrays.sort(sorted);
             kThreshold = sorted[sorted.length - topK];
         }
         double z = 0;
@@ -58,8 +60,8 @@ public record TokenChoice(float temperature, float topP, int topK, int seed, int
             double[] p = new double[logits.length];
             int n = 0;
             for (float l : logits) if (l >= kThreshold) p[n++] = Math.exp((l - max) / temperature);
-            double[] kept = java.util.Arrays.copyOf(p, n);
-            java.util.Arrays.sort(kept);
+            double[] kept = Arrays.copyOf(p, n);
+            Arrays.sort(kept);
             double mass = 0;
             for (int i = n - 1; i >= 0; i--) {
                 mass += kept[i];

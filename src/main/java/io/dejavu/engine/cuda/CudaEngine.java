@@ -158,7 +158,7 @@ public final class CudaEngine implements Engine {
     /** Null without predictors. */
     private final DevicePredictors predictors;
     private StepSparsity lastSparsity;
-    private final Set<CudaSequence> open = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+    private final Set<CudaSequence> open = Collections.newSetFromMap(new IdentityHashMap<>());
     private boolean closed;
 
     /** Sets up the sparse path on an engine's weights (before the KV cache takes the free memory), or null. */
@@ -592,9 +592,6 @@ public final class CudaEngine implements Engine {
     @Override
     public PendingTokens submitNextTokens(List<Step> steps, List<TokenChoice> choices) {
         if (!runsAheadFor(steps, choices)) return Engine.super.submitNextTokens(steps, choices);
-        checkOpen();
-        cuda.makeCurrent();
-        validate(steps);
         return submit(steps, choices, false);
     }
 
@@ -607,9 +604,6 @@ public final class CudaEngine implements Engine {
                 || !runsAheadFor(steps, choices)) {
             return Engine.super.submitFollowing(previous, steps, choices);
         }
-        checkOpen();
-        cuda.makeCurrent();
-        validate(steps);
         return submit(steps, choices, true);
     }
 
@@ -624,6 +618,9 @@ public final class CudaEngine implements Engine {
     }
 
     private Submitted submit(List<Step> steps, List<TokenChoice> choices, boolean tokensOnDevice) {
+        checkOpen();
+        cuda.makeCurrent();
+        validate(steps);
         List<Piece> pieces = new ArrayList<>(steps.size());
         List<Sequence> sequences = new ArrayList<>(steps.size());
         for (int i = 0; i < steps.size(); i++) {
@@ -745,7 +742,7 @@ public final class CudaEngine implements Engine {
 
     private void validate(List<Step> steps) {
         if (steps.isEmpty()) throw new IllegalArgumentException("forward needs at least one step");
-        Set<Sequence> seen = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        Set<Sequence> seen = Collections.newSetFromMap(new IdentityHashMap<>());
         for (Step step : steps) {
             if (!(step.sequence() instanceof CudaSequence seq) || seq.engine() != this) {
                 throw new IllegalArgumentException("a step's sequence was not made by this CUDA engine");
