@@ -162,7 +162,7 @@ public final class CudaBenchmark {
     }
 
     /** New sequences, one per prompt, prefilled; returns each one's first generated token (greedy). */
-    private static int[] prefilled(CudaEngine engine, List<int[]> prompts, List<Sequence> into) {
+    static int[] prefilled(CudaEngine engine, List<int[]> prompts, List<Sequence> into) {
         int[] first = new int[prompts.size()];
         for (int i = 0; i < prompts.size(); i++) {
             into.add(engine.newSequence());
@@ -172,7 +172,7 @@ public final class CudaBenchmark {
     }
 
     /** Decode steps run before decodeMs starts its clock. */
-    private static final int DECODE_WARMUP_STEPS = 3;
+    static final int DECODE_WARMUP_STEPS = 3;
 
     /**
      * Wall ms a greedy decode step of these sequences takes, over genLen steps after {@link #DECODE_WARMUP_STEPS}

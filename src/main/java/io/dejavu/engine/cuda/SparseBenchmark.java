@@ -278,8 +278,7 @@ public final class SparseBenchmark {
                                    boolean sparse) {
         Batch b = new Batch(engine, random, batch, promptLen);
         try {
-            int warmup = 3;
-            for (int step = 0; step < warmup; step++) b.step(sparse);
+            for (int step = 0; step < CudaBenchmark.DECODE_WARMUP_STEPS; step++) b.step(sparse);
             long t0 = System.nanoTime();
             double mlp = 0, att = 0;
             for (int step = 0; step < genLen; step++) {
@@ -323,13 +322,9 @@ public final class SparseBenchmark {
         Batch(CudaEngine engine, Random random, int batch, int promptLen) {
             this.engine = engine;
             greedy = Collections.nCopies(batch, TokenChoice.greedy());
-            next = new int[batch];
-            for (int i = 0; i < batch; i++) {
-                Sequence s = engine.newSequence();
-                seqs.add(s);
-                next[i] = engine.nextTokens(List.of(Step.last(s, RandomPrompts.of(random, engine.config(), promptLen))),
-                        List.of(greedy.get(0)))[0];
-            }
+            List<int[]> prompts = new ArrayList<>(batch);
+            for (int i = 0; i < batch; i++) prompts.add(RandomPrompts.of(random, engine.config(), promptLen));
+            next = CudaBenchmark.prefilled(engine, prompts, seqs);
         }
 
         /** One decode step of every sequence; what its sparse tokens computed (null for a dense step). */
